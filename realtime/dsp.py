@@ -1,0 +1,106 @@
+"""Emphasis filters and windows shared by training and the streaming engine (numpy only).
+
+Pre-emphasis ``y[n] = x[n] - a x[n-1]`` whitens speech's spectral tilt before the model; de-emphasis
+``y[n] = x[n] + a y[n-1]`` is its exact inverse. The stateful classes keep one sample of memory so that
+processing a stream in blocks of any size gives the same samples as processing it in one piece.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+from realtime.errors import ModelError
+
+
+def preemphasis(x: np.ndarray, coef: float, prev: float | np.ndarray = 0.0) -> np.ndarray:
+    """Offline pre-emphasis along the last axis. ``x``: ``[..., T]``; ``prev`` is the sample before ``x``."""
+    x = np.asarray(x, dtype=np.float32)
+    if coef == 0.0:
+        return x.copy()
+    y = np.empty_like(x)
+    y[..., 1:] = x[..., 1:] - coef * x[..., :-1]
+    y[..., 0] = x[..., 0] - coef * np.asarray(prev, dtype=np.float32)
+    return y
+
+
+def deemphasis(x: np.ndarray, coef: float, prev: float | np.ndarray = 0.0) -> np.ndarray:
+    """Offline de-emphasis along the last axis. ``prev`` is the output sample before ``x``."""
+    x = np.asarray(x, dtype=np.float32)
+    if coef == 0.0:
+        return x.copy()
+    zi = coef * np.asarray(prev, dtype=np.float64)[..., None] * np.ones(x.shape[:-1] + (1,))
+    y, _ = lfilter([1.0], [1.0, -coef], x.astype(np.float64), axis=-1, zi=zi)
+    return y.astype(np.float32)
+
+
+class PreEmphasis:
+    """Streaming pre-emphasis with one input sample of memory per channel. Blocks: ``[C, n]`` float32."""
+
+    def __init__(self, coef: float, channels: int = 1) -> None:
+        self.coef = float(coef)
+        self._prev = np.zeros(channels, dtype=np.float32)
+
+    def reset(self) -> None:
+        self._prev[:] = 0.0
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        if block.shape[-1] == 0:
+            return block.astype(np.float32, copy=True)
+        y = preemphasis(block, self.coef, self._prev)
+        self._prev = np.asarray(block[..., -1], dtype=np.float32).copy()
+        return y
+
+
+class DeEmphasis:
+    """Streaming de-emphasis with one output sample of memory per channel. Blocks: ``[C, n]`` float32."""
+
+    def __init__(self, coef: float, channels: int = 1) -> None:
+        self.coef = float(coef)
+        self._prev = np.zeros(channels, dtype=np.float64)
+
+    def reset(self) -> None:
+        self._prev[:] = 0.0
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        if block.shape[-1] == 0:
+            return block.astype(np.float32, copy=True)
+        if self.coef == 0.0:
+            return block.astype(np.float32, copy=True)
+        y, _ = lfilter([1.0], [1.0, -self.coef], block.astype(np.float64), axis=-1,
+                       zi=(self.coef * self._prev)[..., None])
+        self._prev = y[..., -1].copy()
+        return y.astype(np.float32)
+
+
+def window(name: str, length: int) -> np.ndarray:
+    """Periodic window of ``length`` samples: ``ones``, ``hann`` or ``sqrt_hann`` (float32 ``[length]``)."""
+    n = np.arange(length, dtype=np.float64)
+    if name == "ones":
+        w = np.ones(length)
+    elif name == "hann":
+        w = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)
+    elif name == "sqrt_hann":
+        w = np.sqrt(0.5 - 0.5 * np.cos(2.0 * np.pi * n / length))
+    else:
+        raise ModelError(f"Unknown window {name!r}.", "use one of 'ones', 'hann', 'sqrt_hann'.")
+    return w.astype(np.float32)
+
+
+def overlap_add_gain(analysis: np.ndarray, synthesis: np.ndarray, hop: int) -> np.ndarray:
+    """Sum over frames of analysis*synthesis at every hop offset: ``[hop]``. Perfect reconstruction needs ones."""
+    prod = (analysis.astype(np.float64) * synthesis.astype(np.float64))
+    win = prod.shape[0]
+    if win % hop:
+        raise ModelError(f"window {win} is not a multiple of hop {hop}.", "re-export the model with `denoise export`.")
+    return prod.reshape(win // hop, hop).sum(axis=0)
+
+
+def check_perfect_reconstruction(analysis: np.ndarray, synthesis: np.ndarray, hop: int, tol: float = 1e-5) -> None:
+    """Raise :class:`ModelError` unless the windows overlap-add to exactly one at this hop."""
+    gain = overlap_add_gain(analysis, synthesis, hop)
+    if np.max(np.abs(gain - 1.0)) > tol:
+        raise ModelError(
+            f"analysis x synthesis windows overlap-add to {gain.min():.4f}..{gain.max():.4f} at hop {hop}, not 1.",
+            "export the model with windows that reconstruct perfectly (e.g. sqrt_hann/sqrt_hann at 50% overlap).",
+        )
