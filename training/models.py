@@ -1,0 +1,392 @@
+"""Generators and discriminators, built from dataclass configs so that a checkpoint rebuilds its own model.
+
+Every generator is a *frame model* (see ``realtime/spec.py``): ``step`` maps one analysis-windowed frame of
+``window`` pre-emphasised samples, plus recurrent state, to one enhanced frame that is synthesis-windowed and
+overlap-added every ``hop`` samples. ``forward`` runs the same computation over a whole signal in one pass
+(frames batched, recurrence over time), so training sees exactly what streaming inference computes.
+
+Presets
+-------
+``lowlat``  SEGAN-style encoder/decoder with skip connections over the frequency axis of a 16 ms frame
+            (window 256, hop 128 at 16 kHz: 8 ms algorithmic latency), a GRU bottleneck carrying state across
+            hops, and a bounded complex mask on the frame's spectrum. The DFT is a fixed matrix product so the
+            exported graph needs no FFT operator.
+``segan``   The published SEGAN generator: 16384-sample windows, 11 strided conv layers (kernel 31, stride 2,
+            16->1024 channels), mirrored transposed convs with skip connections, PReLU, latent z at the bottleneck
+            (an explicit input; zeros unless asked, so inference is deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from realtime.dsp import window as np_window
+from realtime.errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------------- configs
+@dataclass
+class LowLatConfig:
+    sample_rate: int = 16000
+    window: int = 256
+    hop: int = 128
+    channels: tuple[int, ...] = (16, 32, 48)  # encoder channels; each layer halves the frequency axis
+    kernel: int = 5
+    bottleneck: int = 192  # linear projection into the GRU
+    gru_hidden: int = 192
+    gru_layers: int = 1
+    dropout: float = 0.0
+    compress: float = 0.3  # magnitude compression exponent of the input features
+    mask_bound: float = 1.0  # the complex mask's magnitude is bound to [0, mask_bound)
+
+
+@dataclass
+class SeganConfig:
+    sample_rate: int = 16000
+    window: int = 16384
+    hop: int = 8192
+    channels: tuple[int, ...] = (16, 32, 32, 64, 64, 128, 128, 256, 256, 512, 1024)
+    kernel: int = 31
+    z_channels: int = 1024  # 0 removes the latent
+    dropout: float = 0.0
+
+
+CONFIGS: dict[str, type] = {"lowlat": LowLatConfig, "segan": SeganConfig}
+
+
+def make_config(preset: str, values: dict[str, Any] | None = None) -> LowLatConfig | SeganConfig:
+    """Build the config dataclass of ``preset`` from a (possibly JSON-loaded) mapping; unknown keys raise."""
+    if preset not in CONFIGS:
+        raise ConfigError(f"Unknown generator preset {preset!r}.", f"use one of {sorted(CONFIGS)}.")
+    cls = CONFIGS[preset]
+    values = dict(values or {})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"Unknown {preset} generator keys {unknown}.", f"valid keys: {sorted(names)}.")
+    for f in fields(cls):
+        if f.name in values and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------------- framing
+def torch_window(name: str, length: int) -> torch.Tensor:
+    return torch.from_numpy(np_window(name, length))
+
+
+def frame_signal(x: torch.Tensor, window: int, hop: int) -> tuple[torch.Tensor, int]:
+    """Frame ``x`` [B, T] exactly as the streaming engine does: ``window - hop`` zeros in front, hop-spaced frames.
+
+    Returns frames [B, N, window] and the padded length. Frame k covers input samples [k*hop - L, k*hop + hop)
+    with L = window - hop, so the overlap-added output, trimmed by L, is aligned with the input.
+    """
+    lat = window - hop
+    total = x.shape[-1] + 2 * lat
+    n = max(1, math.ceil((total - window) / hop) + 1)
+    padded = (n - 1) * hop + window
+    xp = F.pad(x, (lat, padded - x.shape[-1] - lat))
+    return xp.unfold(-1, window, hop), padded
+
+
+def overlap_add(frames: torch.Tensor, hop: int, length: int) -> torch.Tensor:
+    """Overlap-add frames [B, N, W] with stride ``hop`` into [B, length]."""
+    b, n, w = frames.shape
+    out = F.fold(frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, w), stride=(1, hop))
+    return out.reshape(b, length)
+
+
+class FrameGenerator(nn.Module):
+    """Shared framing logic. Subclasses implement ``forward_frames``/``step`` and the state description."""
+
+    preset: str
+    analysis_window: str
+    synthesis_window: str
+    lookahead: int = 0
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.sample_rate = cfg.sample_rate
+        self.window = cfg.window
+        self.hop = cfg.hop
+        self.register_buffer("win_a", torch_window(self.analysis_window, cfg.window), persistent=False)
+        self.register_buffer("win_s", torch_window(self.synthesis_window, cfg.window), persistent=False)
+
+    @property
+    def latency_samples(self) -> int:
+        return self.window - self.hop + self.lookahead
+
+    def state_spec(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """(input name, output name, shape without batch) of each recurrent state tensor."""
+        return []
+
+    def initial_state(self, batch: int, device: torch.device | None = None) -> list[torch.Tensor]:
+        return [torch.zeros((batch, *shape), device=device) for _, _, shape in self.state_spec()]
+
+    def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """frames [B, N, W] (analysis-windowed) -> enhanced frames [B, N, W] and the state after the last frame."""
+        raise NotImplementedError
+
+    def step(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One hop: frame [B, W] (analysis-windowed) + state -> (enhanced frame [B, W], *new state). Exported."""
+        out, new_state = self.forward_frames(frame.unsqueeze(1), list(state))
+        return (out.squeeze(1), *new_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Enhance a whole pre-emphasised signal: x [B, T] -> [B, T], aligned with x (latency compensated)."""
+        t = x.shape[-1]
+        frames, length = frame_signal(x, self.window, self.hop)
+        out, _ = self.forward_frames(frames * self.win_a)
+        y = overlap_add(out * self.win_s, self.hop, length)
+        lat = self.latency_samples
+        return y[:, lat:lat + t]
+
+
+# --------------------------------------------------------------------------------------------------- lowlat
+class LowLatGenerator(FrameGenerator):
+    """Spectral U-Net over frequency + GRU over time, per 256-sample frame. See the module docstring."""
+
+    preset = "lowlat"
+    analysis_window = "sqrt_hann"
+    synthesis_window = "sqrt_hann"
+
+    def __init__(self, cfg: LowLatConfig) -> None:
+        super().__init__(cfg)
+        w = cfg.window
+        self.bins = w // 2 + 1
+        k = torch.arange(self.bins, dtype=torch.float64)
+        n = torch.arange(w, dtype=torch.float64)
+        ang = 2.0 * math.pi * n[:, None] * k[None, :] / w  # [W, F]
+        self.register_buffer("dft", torch.cat([torch.cos(ang), -torch.sin(ang)], 1).float(), persistent=False)
+        scale = torch.full((self.bins,), 2.0 / w, dtype=torch.float64)
+        scale[0] = 1.0 / w
+        if w % 2 == 0:
+            scale[-1] = 1.0 / w
+        idft = torch.cat([torch.cos(ang).T * scale[:, None], -torch.sin(ang).T * scale[:, None]], 0)  # [2F, W]
+        self.register_buffer("idft", idft.float(), persistent=False)
+
+        pad = cfg.kernel // 2
+        chans = (3, *cfg.channels)
+        self.enc = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(chans[i], chans[i + 1], cfg.kernel, stride=2, padding=pad), nn.PReLU(chans[i + 1]))
+            for i in range(len(cfg.channels))
+        )
+        lengths = [self.bins]
+        for _ in cfg.channels:
+            lengths.append((lengths[-1] + 2 * pad - cfg.kernel) // 2 + 1)
+        self.lengths = lengths
+        flat = cfg.channels[-1] * lengths[-1]
+        self.to_rnn = nn.Sequential(nn.Linear(flat, cfg.bottleneck), nn.PReLU())
+        self.rnn = nn.GRU(cfg.bottleneck, cfg.gru_hidden, num_layers=cfg.gru_layers, batch_first=True)
+        self.from_rnn = nn.Sequential(nn.Linear(cfg.gru_hidden, flat), nn.PReLU())
+        self.drop = nn.Dropout(cfg.dropout)
+        dec_out = (*cfg.channels[:-1][::-1], 2)
+        self.dec = nn.ModuleList()
+        for i, c_out in enumerate(dec_out):
+            c_skip = cfg.channels[::-1][i]
+            l_in, l_out = lengths[-1 - i], lengths[-2 - i]
+            out_pad = l_out - ((l_in - 1) * 2 - 2 * pad + cfg.kernel)
+            conv = nn.ConvTranspose1d(2 * c_skip, c_out, cfg.kernel, stride=2, padding=pad, output_padding=out_pad)
+            self.dec.append(conv if i == len(dec_out) - 1 else nn.Sequential(conv, nn.PReLU(c_out)))
+
+    def state_spec(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        return [("h_in", "h_out", (self.cfg.gru_layers, self.cfg.gru_hidden))]
+
+    def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b, n, w = frames.shape
+        spec = frames.reshape(b * n, w) @ self.dft  # [BN, 2F]
+        re, im = spec[:, :self.bins], spec[:, self.bins:]
+        mag = torch.sqrt(re * re + im * im + 1e-10)
+        mag_c = mag ** self.cfg.compress
+        unit = mag_c / mag
+        h = torch.stack([mag_c, re * unit, im * unit], 1)  # [BN, 3, F]
+        skips = []
+        for layer in self.enc:
+            h = layer(h)
+            skips.append(h)
+        c, length = h.shape[1], h.shape[2]
+        z = self.to_rnn(h.reshape(b, n, c * length))
+        h0 = None if state is None or not state else state[0].transpose(0, 1).contiguous()
+        z, hn = self.rnn(self.drop(z), h0)
+        h = self.from_rnn(self.drop(z)).reshape(b * n, c, length)
+        for layer, skip in zip(self.dec, reversed(skips)):
+            h = layer(torch.cat([h, skip], 1))
+        mr, mi = h[:, 0], h[:, 1]
+        m_abs = torch.sqrt(mr * mr + mi * mi + 1e-10)
+        gain = self.cfg.mask_bound * torch.tanh(m_abs) / m_abs
+        mr, mi = mr * gain, mi * gain
+        out = torch.cat([re * mr - im * mi, re * mi + im * mr], 1) @ self.idft  # [BN, W]
+        return out.reshape(b, n, w), [hn.transpose(0, 1)]
+
+
+# --------------------------------------------------------------------------------------------------- segan
+class SeganGenerator(FrameGenerator):
+    """The published SEGAN generator applied per 16384-sample window (50% overlap, Hann synthesis)."""
+
+    preset = "segan"
+    analysis_window = "ones"
+    synthesis_window = "hann"
+
+    def __init__(self, cfg: SeganConfig) -> None:
+        super().__init__(cfg)
+        k, pad = cfg.kernel, cfg.kernel // 2
+        chans = (1, *cfg.channels)
+        self.enc = nn.ModuleList(
+            nn.Conv1d(chans[i], chans[i + 1], k, stride=2, padding=pad) for i in range(len(cfg.channels))
+        )
+        self.enc_act = nn.ModuleList(nn.PReLU(c) for c in cfg.channels)
+        self.drop = nn.Dropout(cfg.dropout)
+        dec_in = cfg.channels[-1] + cfg.z_channels
+        self.dec = nn.ModuleList()
+        self.dec_act = nn.ModuleList()
+        outs = (*cfg.channels[:-1][::-1], 1)
+        for i, c_out in enumerate(outs):
+            self.dec.append(nn.ConvTranspose1d(dec_in, c_out, k, stride=2, padding=pad, output_padding=1))
+            if i < len(outs) - 1:
+                self.dec_act.append(nn.PReLU(c_out))
+                dec_in = 2 * c_out  # concatenated with the mirrored encoder skip
+        self.z_len = cfg.window // 2 ** len(cfg.channels)
+
+    def latent(self, batch: int, generator: torch.Generator | None = None, device: torch.device | None = None
+               ) -> torch.Tensor:
+        """A latent z [B, z_channels, window / 2^layers]; zeros unless a seeded ``generator`` is given."""
+        shape = (batch, self.cfg.z_channels, self.z_len)
+        if generator is None:
+            return torch.zeros(shape, device=device)
+        return torch.randn(shape, generator=generator).to(device)
+
+    def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None,
+                       z: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b, n, w = frames.shape
+        h = frames.reshape(b * n, 1, w)
+        skips = []
+        for conv, act in zip(self.enc, self.enc_act):
+            h = act(conv(h))
+            skips.append(h)
+        skips.pop()  # the bottleneck is not concatenated with itself
+        if self.cfg.z_channels:
+            h = torch.cat([h, z if z is not None else self.latent(b * n, device=h.device)], 1)
+        h = self.drop(h)
+        for i, conv in enumerate(self.dec):
+            h = conv(h)
+            if i < len(self.dec_act):
+                h = torch.cat([self.dec_act[i](h), skips[-1 - i]], 1)
+        return torch.tanh(h).reshape(b, n, w), []
+
+
+# --------------------------------------------------------------------------------------------------- D
+@dataclass
+class DiscriminatorConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256, 256)
+    kernel: int = 15
+    stride: int = 4
+    spectral_norm: bool = True
+    leak: float = 0.3
+
+
+class Discriminator(nn.Module):
+    """Conditional waveform discriminator: (candidate, noisy) [B, 2, T] -> patch scores [B, 1, T'].
+
+    SEGAN's D is a strided conv stack over the two-channel pair; here every layer is spectrally normalised
+    (stable on small batches, unlike SEGAN's virtual batch norm) and the output is a map of patch scores so
+    the least-squares loss judges every region of the segment.
+    """
+
+    def __init__(self, cfg: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        norm = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
+        layers: list[nn.Module] = []
+        c_in = 2
+        for c in cfg.channels:
+            layers += [norm(nn.Conv1d(c_in, c, cfg.kernel, stride=cfg.stride, padding=cfg.kernel // 2)),
+                       nn.LeakyReLU(cfg.leak)]
+            c_in = c
+        layers.append(norm(nn.Conv1d(c_in, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, candidate: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        """candidate, noisy: [B, T] -> scores [B, 1, T']."""
+        return self.net(torch.stack([candidate, noisy], 1))
+
+
+def segan_discriminator_config() -> DiscriminatorConfig:
+    """SEGAN's D mirrors its encoder: kernel 31, stride 2, 16->1024 channels."""
+    return DiscriminatorConfig(channels=(16, 32, 32, 64, 64, 128, 128, 256, 256, 512, 1024), kernel=31, stride=2)
+
+
+# --------------------------------------------------------------------------------------------------- build
+GENERATORS: dict[str, type[FrameGenerator]] = {"lowlat": LowLatGenerator, "segan": SeganGenerator}
+
+
+def build_generator(preset: str, values: dict[str, Any] | None = None) -> FrameGenerator:
+    cfg = make_config(preset, values)
+    return GENERATORS[preset](cfg)
+
+
+def make_discriminator_config(values: dict[str, Any] | None = None, preset: str = "lowlat") -> DiscriminatorConfig:
+    base = asdict(segan_discriminator_config() if preset == "segan" else DiscriminatorConfig())
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(base))
+    if unknown:
+        raise ConfigError(f"Unknown discriminator keys {unknown}.", f"valid keys: {sorted(base)}.")
+    base.update(values)
+    base["channels"] = tuple(base["channels"])
+    return DiscriminatorConfig(**base)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def macs_per_second(gen: FrameGenerator) -> float:
+    """Multiply-accumulates per second of audio of one streaming step, counted with forward hooks."""
+    total = [0.0]
+
+    def conv_hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if isinstance(m, nn.ConvTranspose1d):
+            total[0] += inp[0].numel() * m.out_channels * m.kernel_size[0] / m.groups
+        else:
+            total[0] += out.numel() * m.in_channels * m.kernel_size[0] / m.groups
+
+    def linear_hook(m: nn.Linear, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        total[0] += out.numel() * m.in_features
+
+    def gru_hook(m: nn.GRU, inp: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, torch.Tensor]) -> None:
+        steps = out[0].shape[0] * out[0].shape[1]
+        h = m.hidden_size
+        for layer in range(m.num_layers):
+            i = m.input_size if layer == 0 else h
+            total[0] += steps * 3 * h * (i + h)
+
+    hooks = []
+    for mod in gen.modules():
+        if isinstance(mod, (nn.Conv1d, nn.ConvTranspose1d)):
+            hooks.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, nn.Linear):
+            hooks.append(mod.register_forward_hook(linear_hook))
+        elif isinstance(mod, nn.GRU):
+            hooks.append(mod.register_forward_hook(gru_hook))
+    with torch.no_grad():
+        frame = torch.zeros(1, gen.window)
+        gen.step(frame, *gen.initial_state(1))
+    for hk in hooks:
+        hk.remove()
+    if isinstance(gen, LowLatGenerator):
+        total[0] += 2 * gen.window * 2 * gen.bins  # the DFT and inverse DFT matrix products
+    return total[0] * gen.sample_rate / gen.hop
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
