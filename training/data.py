@@ -255,3 +255,293 @@ def mix(clean: np.ndarray, noise: np.ndarray, snr_db: float, level_db: float, rn
     if peak > 0.99:
         noisy, target = noisy * (0.99 / peak), target * (0.99 / peak)
     return noisy.astype(np.float32), target.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _read(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
+    """``frames`` samples of a mono file from ``start`` as float32 [T] (the whole file by default)."""
+    data, _ = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+    return data[:, 0]
+
+
+def _rng_for(seed: int, epoch: int, index: int, visits: int) -> np.random.Generator:
+    """Per-example generator: differs by example, epoch and visit; in a DataLoader worker also by the loader's seed.
+
+    The worker's base seed comes from torch's generator, so a trainer that calls ``torch.manual_seed`` gets the same
+    stream again, while ``persistent_workers=False`` loaders still see fresh mixtures every epoch.
+    """
+    info = torch.utils.data.get_worker_info()
+    worker = 0 if info is None else int(info.seed - info.id) % (2**63)
+    return np.random.default_rng([seed, epoch, index, visits, worker])
+
+
+def load_manifest(corpus: Path) -> list[dict]:
+    """The records of ``corpus/manifest.jsonl`` (see training.corpus.Record), with a DataError if unreadable."""
+    path = corpus / "manifest.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"Cannot read the corpus manifest {path}: {exc}.",
+                        "rebuild it with `denoise data build --out FOLDER`.") from exc
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dynamic mixing from a corpus
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CorpusMixDataset(torch.utils.data.Dataset):
+    """Map-style dataset of freshly mixed (noisy [segment], clean [segment]) float32 tensors from a corpus split.
+
+    Every item draws a speaker, a stretch of their speech (utterances joined with short pauses so short clips do not
+    become mostly zeros), a noise (recorded: a noise source package uniformly, then a file; synthetic; or babble of
+    other speakers of the same split), an SNR, a level and optional degradations, all from ``mix``. Items are random
+    but reproducible: they depend on (seed, epoch, index, visit, DataLoader worker seed). Audio is read from disk per
+    item (WAV seeks are cheap), so workers share nothing and memory stays small.
+
+    ``len`` is the number of items per epoch: by default one per ``segment`` of training speech.
+    """
+
+    def __init__(self, corpus: Path, split: str, segment: int, sample_rate: int = 16000,
+                 mix_config: MixConfig | None = None, seed: int = 0, items_per_epoch: int | None = None) -> None:
+        if sample_rate != 16000:
+            raise DataError(f"The corpus at {corpus} is 16 kHz but sample_rate={sample_rate} was asked for.",
+                            "train at 16000 Hz, or use a paired folder recorded at your rate.")
+        if segment < 160:
+            raise DataError(f"segment={segment} samples is too short to hold speech.", "use at least 160 samples.")
+        self.corpus, self.segment, self.sample_rate, self.seed = Path(corpus), segment, sample_rate, seed
+        self.mix = mix_config or MixConfig()
+        self.epoch = 0
+        self._visits: dict[int, int] = {}
+        records = [r for r in load_manifest(self.corpus) if r["split"] == split]
+        speakers: dict[str, list[tuple[str, int]]] = {}
+        noise: dict[str, list[tuple[str, int]]] = {}
+        for r in records:
+            entry = (r["path"], int(round(r["duration"] * sample_rate)))
+            if r["kind"] == "speech":
+                speakers.setdefault(r["speaker"] or r["group"], []).append(entry)
+            else:
+                noise.setdefault(r["source"] + ":" + ("music" if r["category"] == "music" else "sfx"), []).append(entry)
+        if not speakers:
+            raise DataError(f"The corpus at {corpus} has no speech in split {split!r}.",
+                            "rebuild it with `denoise data build`, or pick split train/valid/test.")
+        if not noise and self.mix.synthetic_noise_prob + self.mix.babble_prob < 1.0:
+            raise DataError(f"The corpus at {corpus} has no recorded noise in split {split!r}.",
+                            "rebuild it, or set synthetic_noise_prob + babble_prob = 1.")
+        self.speakers = speakers
+        self.speaker_names = sorted(speakers)
+        # Speakers drawn in proportion to the square root of their minutes: the big voices (Allison, tuxpaint) do
+        # not drown the small ones, yet the small ones are not repeated to overfitting either.
+        minutes = np.array([sum(n for _, n in speakers[s]) for s in self.speaker_names], dtype=np.float64)
+        self.speaker_p = np.sqrt(minutes) / np.sqrt(minutes).sum()
+        self.noise = noise
+        self.noise_families = sorted(noise)
+        self.length = items_per_epoch or max(1000, int(minutes.sum() // segment))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the mixtures of the next epoch (for loaders whose workers persist)."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        visits = self._visits.get(index, 0)
+        self._visits[index] = visits + 1
+        rng = _rng_for(self.seed, self.epoch, index, visits)
+        noisy, clean = self.draw(rng)
+        return torch.from_numpy(noisy), torch.from_numpy(clean)
+
+    def speech(self, speaker: str, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` samples [n] of ``speaker``: a crop of one long file, or short files joined with 0.05–0.3 s pauses."""
+        files = self.speakers[speaker]
+        path, length = files[int(rng.integers(len(files)))]
+        if length >= n:
+            return _speech_crop(_read(self.corpus / path), n, rng)
+        parts, total = [_read(self.corpus / path)], length
+        for _ in range(64):
+            if total >= n:
+                break
+            gap = np.zeros(int(rng.uniform(0.05, 0.3) * self.sample_rate), np.float32)
+            path, length = files[int(rng.integers(len(files)))]
+            parts += [gap, _read(self.corpus / path)]
+            total += gap.size + length
+        joined = np.concatenate(parts)
+        return _speech_crop(joined, n, rng)
+
+    def recorded_noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` samples [n] of a recorded noise: a family (source package, music or not) uniformly, then a file."""
+        files = self.noise[self.noise_families[int(rng.integers(len(self.noise_families)))]]
+        path, length = files[int(rng.integers(len(files)))]
+        if length > n:
+            start = int(rng.integers(0, length - n + 1))
+            return _read(self.corpus / path, start, n)
+        return _loop_crop(_read(self.corpus / path), n, rng)
+
+    def noise_for(self, speaker: str, n: int, rng: np.random.Generator) -> np.ndarray:
+        """A noise [n] with unit-ish scale (it is rescaled to the SNR): babble, synthetic or recorded."""
+        u = rng.random()
+        if u < self.mix.babble_prob and len(self.speaker_names) > 1:
+            others = [s for s in self.speaker_names if s != speaker]
+            lo, hi = self.mix.babble_talkers
+            talkers = rng.choice(len(others), size=min(len(others), int(rng.integers(lo, hi + 1))), replace=False)
+            return np.sum([self.speech(others[t], n, rng) for t in talkers], axis=0).astype(np.float32)
+        if u < self.mix.babble_prob + self.mix.synthetic_noise_prob or not self.noise_families:
+            return synthetic_noise(str(rng.choice(self.mix.synthetic_kinds)), n, rng, self.sample_rate)
+        return self.recorded_noise(n, rng)
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One (noisy [segment], clean [segment]) float32 pair from ``rng``."""
+        n = self.segment
+        speaker = self.speaker_names[int(rng.choice(len(self.speaker_names), p=self.speaker_p))]
+        clean = self.speech(speaker, n, rng)
+        noise = self.noise_for(speaker, n, rng)
+        if rng.random() < self.mix.second_noise_prob and self.noise_families:
+            extra = self.recorded_noise(n, rng) if rng.random() < 0.7 else synthetic_noise(
+                str(rng.choice(self.mix.synthetic_kinds)), n, rng, self.sample_rate)
+            noise = noise + scale_to_snr(noise, extra, float(rng.uniform(0.0, 10.0)))
+        return mix(clean, noise, float(rng.uniform(*self.mix.snr_db)), float(rng.uniform(*self.mix.gain_db)), rng,
+                   self.mix, self.sample_rate)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# paired folders (VoiceBank-DEMAND layout)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def validate_paired_folder(folder: Path, sample_rate: int | None = 16000) -> list[str]:
+    """Check ``folder/clean`` and ``folder/noisy`` pair up; return the sorted shared file names.
+
+    Raises DataError naming the first problem: a missing sub-folder, no audio, names present on one side only,
+    different sample rates or channel counts between a pair or a rate other than ``sample_rate``, multi-channel
+    audio, or different lengths.
+    """
+    folder = Path(folder)
+    clean_dir, noisy_dir = folder / "clean", folder / "noisy"
+    for d in (clean_dir, noisy_dir):
+        if not d.is_dir():
+            raise DataError(f"{folder} has no {d.name}/ folder.",
+                            "give a folder holding clean/ and noisy/ with the same file names (VoiceBank-DEMAND "
+                            "layout), or a corpus from `denoise data build`.")
+    clean = {p.name for p in clean_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES}
+    noisy = {p.name for p in noisy_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES}
+    if not clean and not noisy:
+        raise DataError(f"{folder}/clean and {folder}/noisy hold no audio files ({', '.join(AUDIO_SUFFIXES)}).",
+                        "put the paired recordings there.")
+    if clean != noisy:
+        only_c, only_n = sorted(clean - noisy), sorted(noisy - clean)
+        raise DataError(f"{folder}: clean/ and noisy/ file names differ: {len(only_c)} only in clean/ "
+                        f"(e.g. {only_c[:3]}), {len(only_n)} only in noisy/ (e.g. {only_n[:3]}).",
+                        "give every noisy file a clean file with the same name, and remove the unmatched ones.")
+    names = sorted(clean)
+    for name in names:
+        try:
+            ci, ni = sf.info(str(clean_dir / name)), sf.info(str(noisy_dir / name))
+        except (RuntimeError, sf.LibsndfileError) as exc:
+            raise DataError(f"{folder}: cannot read {name}: {exc}.", "re-export the file as WAV or FLAC.") from exc
+        if ci.samplerate != ni.samplerate:
+            raise DataError(f"{folder}: {name} is {ci.samplerate} Hz in clean/ but {ni.samplerate} Hz in noisy/.",
+                            "resample both to the same rate.")
+        if sample_rate is not None and ci.samplerate != sample_rate:
+            raise DataError(f"{folder}: {name} is {ci.samplerate} Hz; training expects {sample_rate} Hz.",
+                            f"resample the folder to {sample_rate} Hz (e.g. `sox in.wav -r {sample_rate} out.wav`).")
+        if ci.channels != ni.channels:
+            raise DataError(f"{folder}: {name} has {ci.channels} channel(s) in clean/ but {ni.channels} in noisy/.",
+                            "give both sides the same channel count (mono for training).")
+        if ci.channels != 1:
+            raise DataError(f"{folder}: {name} has {ci.channels} channels; training pairs must be mono.",
+                            "downmix both files to mono.")
+        if ci.frames != ni.frames:
+            raise DataError(f"{folder}: {name} has {ci.frames} samples in clean/ but {ni.frames} in noisy/.",
+                            "pairs must be time-aligned and the same length; trim or re-export them.")
+    return names
+
+
+class PairedFolderDataset(torch.utils.data.Dataset):
+    """Random ``segment`` crops (noisy [segment], clean [segment]) float32 of a validated clean/ + noisy/ folder.
+
+    One item per file per epoch; the crop position is random (reproducible like :class:`CorpusMixDataset`). Files
+    shorter than ``segment`` are zero-padded at the end on both sides.
+    """
+
+    def __init__(self, folder: Path, segment: int, sample_rate: int = 16000, seed: int = 0) -> None:
+        self.folder, self.segment, self.seed = Path(folder), segment, seed
+        self.names = validate_paired_folder(self.folder, sample_rate)
+        self.frames = [sf.info(str(self.folder / "clean" / name)).frames for name in self.names]
+        self.epoch = 0
+        self._visits: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the crops of the next epoch (for loaders whose workers persist)."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        visits = self._visits.get(index, 0)
+        self._visits[index] = visits + 1
+        rng = _rng_for(self.seed, self.epoch, index, visits)
+        name, frames, n = self.names[index], self.frames[index], self.segment
+        start = int(rng.integers(0, frames - n + 1)) if frames > n else 0
+        pair = []
+        for side in ("noisy", "clean"):
+            x = _read(self.folder / side / name, start, min(n, frames))
+            pair.append(torch.from_numpy(np.pad(x, (0, n - x.size)).astype(np.float32)))
+        return pair[0], pair[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# entry points used by the trainer
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _is_corpus(path: Path) -> bool:
+    return (path / "manifest.jsonl").is_file()
+
+
+def open_training_data(path: Path, split: str, segment: int, sample_rate: int = 16000, mix: MixConfig | None = None,
+                       seed: int = 0) -> torch.utils.data.Dataset:
+    """A dataset of (noisy [segment], clean [segment]) float32 tensor pairs, without pre-emphasis.
+
+    ``path`` is a corpus from ``denoise data build`` (split ``train``: dynamic mixing; ``valid``/``test``: random
+    crops of its fixed pairs) or a paired clean/ + noisy/ folder (random crops; ``split`` is then ignored unless the
+    folder has a sub-folder of that name holding the pairs).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"Training data {path} is not a folder.",
+                        "give a corpus from `denoise data build` or a folder with clean/ and noisy/.")
+    if _is_corpus(path):
+        if split == "train":
+            return CorpusMixDataset(path, split, segment, sample_rate, mix, seed)
+        if split not in ("valid", "test"):
+            raise DataError(f"Unknown split {split!r} for corpus {path}.", "use train, valid or test.")
+        return PairedFolderDataset(path / split, segment, sample_rate, seed)
+    if (path / split / "clean").is_dir():
+        return PairedFolderDataset(path / split, segment, sample_rate, seed)
+    return PairedFolderDataset(path, segment, sample_rate, seed)
+
+
+def open_validation_pairs(path: Path, split: str = "valid",
+                          limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Fixed full-length pairs (name, noisy [T], clean [T]) float32, sorted by name, at most ``limit`` of them.
+
+    ``path`` is a corpus (its ``valid/`` or ``test/`` pairs), a folder with a ``SPLIT/`` sub-folder of pairs, or a
+    paired clean/ + noisy/ folder itself. The pairs are validated (names, rates, channels, lengths) first.
+    """
+    path = Path(path)
+    folder = path / split if (_is_corpus(path) or (path / split / "clean").is_dir()) else path
+    if _is_corpus(path) and not (folder / "clean").is_dir():
+        raise DataError(f"The corpus {path} has no {split}/ pairs.",
+                        "finish the build with `denoise data build` (it writes valid/ and test/ last).")
+    names = validate_paired_folder(folder, sample_rate=None)
+    if limit is not None:
+        names = names[:limit]
+    return [(Path(name).stem, _read(folder / "noisy" / name), _read(folder / "clean" / name)) for name in names]

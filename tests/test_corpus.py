@@ -1,0 +1,228 @@
+"""Corpus building on a fake extracted-package folder: decoding, conditioning, splits, manifest, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from realtime.errors import DataError
+from training import corpus as C
+from training.data import active_level_db, frame_levels_db, power
+
+SR = 16000
+
+
+def _speechlike(seconds: float, rate: int, rng: np.random.Generator, f0: float = 140.0) -> np.ndarray:
+    """Voiced syllables: harmonic bursts with a 4 Hz envelope, plus a faint noise floor. [T] float32."""
+    t = np.arange(int(seconds * rate)) / rate
+    voice = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 12) if f0 * h < rate / 2)
+    env = np.clip(np.sin(2 * np.pi * 4.0 * t), 0.0, None) ** 2
+    return (0.3 * voice * env / 3 + 1e-5 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _pad(x: np.ndarray, rate: int, before: float, after: float) -> np.ndarray:
+    return np.concatenate([np.zeros(int(before * rate), np.float32), x, np.zeros(int(after * rate), np.float32)])
+
+
+def test_decode_wav_ogg_ulaw_resample_and_downmix(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = _speechlike(1.0, 44100, rng)
+    sf.write(tmp_path / "a.wav", np.stack([x, x], axis=1), 44100, subtype="PCM_16")
+    sf.write(tmp_path / "b.ogg", _speechlike(1.5, 22050, rng), 22050, format="OGG", subtype="VORBIS")
+    sf.write(tmp_path / "c.wav", _speechlike(0.5, 8000, rng), 8000, subtype="ULAW")
+    a, b, c = (C.decode(tmp_path / n) for n in ("a.wav", "b.ogg", "c.wav"))
+    assert a.dtype == np.float32 and abs(a.size - SR) <= 2
+    assert abs(b.size - 1.5 * SR) <= 2 and abs(c.size - 0.5 * SR) <= 2
+    # Down-mixing identical channels and resampling keep the level (within the resampler's ripple).
+    assert abs(10 * np.log10(power(a) / power(x))) < 0.2
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_decode_g722_through_ffmpeg(tmp_path: Path) -> None:
+    import subprocess
+
+    sf.write(tmp_path / "src.wav", _speechlike(1.0, SR, np.random.default_rng(1)), SR)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "src.wav"), "-f", "g722",
+                    str(tmp_path / "x.g722")], check=True)
+    y = C.decode(tmp_path / "x.g722")
+    assert abs(y.size - SR) < 200 and power(y) > 1e-4
+
+
+def test_trim_and_normalise() -> None:
+    rng = np.random.default_rng(2)
+    x = _pad(_speechlike(1.0, SR, rng), SR, 1.0, 2.0)
+    y = C.trim_silence(x)
+    # 1 s of speech plus at most the 0.1 s margins and a frame of slack on each side.
+    assert 0.9 * SR <= y.size <= 1.25 * SR
+    z = C.normalise(y, -26.0, speech=True)
+    assert abs(active_level_db(z) - -26.0) < 0.5 and np.max(np.abs(z)) <= 0.99
+    loud = C.normalise(np.concatenate([y, 0.999 * np.ones(100, np.float32)]), -3.0, speech=True)
+    assert np.max(np.abs(loud)) <= 0.99 + 1e-6
+
+
+def test_snr_estimate_separates_clean_from_noisy() -> None:
+    rng = np.random.default_rng(3)
+    clean = _pad(_speechlike(1.0, SR, rng), SR, 0.2, 0.2)
+    noisy = clean + 0.02 * rng.standard_normal(clean.size).astype(np.float32)
+    assert C.estimate_snr_db(clean) > C.MIN_SPEECH_SNR_DB > C.estimate_snr_db(noisy)
+
+
+def _fake_records(rng: np.random.Generator) -> list[C.Record]:
+    recs = []
+    for s in range(14):
+        for k in range(int(rng.integers(3, 30))):
+            recs.append(C.Record(f"speech/p/spk{s}/{k}.wav", "p", f"spk{s}", "xx", float(rng.uniform(1, 5)), "L",
+                                 "speech", "speech", "", f"spk{s}", f"h{s}-{k}"))
+    recs.append(C.Record("speech/p/carlo/0.wav", "p", "asterisk-Carlo", "it", 30.0, "L", "speech", "speech", "",
+                         "asterisk-Carlo", "hc"))
+    for cat in ("ambient", "vehicles"):
+        for k in range(12):
+            group = f"{cat}-{k // 2}"  # two files per recording group
+            recs.append(C.Record(f"noise/p/{cat}/{k}.wav", "p", None, None, float(rng.uniform(2, 20)), "L", "noise",
+                                 cat, "", group, f"n{cat}{k}"))
+    return recs
+
+
+def test_splits_are_disjoint_by_speaker_and_noise_and_seeded() -> None:
+    recs = _fake_records(np.random.default_rng(4))
+    C.assign_splits(recs, seed=5)
+    split_of: dict[str, set[str]] = {}
+    for r in recs:
+        split_of.setdefault(r.group, set()).add(r.split)
+    assert all(len(s) == 1 for s in split_of.values())
+    speech = [r for r in recs if r.kind == "speech"]
+    speakers = {s: {r.speaker for r in speech if r.split == s} for s in C.SPLITS}
+    assert "asterisk-Carlo" in speakers["test"]
+    assert len(speakers["valid"]) >= 2 and len(speakers["test"]) >= 2 and len(speakers["train"]) >= 8
+    total = sum(r.duration for r in speech)
+    train = sum(r.duration for r in speech if r.split == "train")
+    assert 0.6 < train / total < 0.9
+    for cat in ("ambient", "vehicles"):
+        assert {r.split for r in recs if r.category == cat} == set(C.SPLITS)
+    again = _fake_records(np.random.default_rng(4))
+    C.assign_splits(again, seed=5)
+    assert [r.split for r in again] == [r.split for r in recs]
+    other = _fake_records(np.random.default_rng(4))
+    C.assign_splits(other, seed=6)
+    assert [r.split for r in other] != [r.split for r in recs]
+
+
+def _fake_packages(root: Path) -> tuple[list[C.Source], dict[str, Path]]:
+    """Two speech 'packages' (6 speakers, WAV and OGG, one noisy speaker) and one noise package with a duplicate."""
+    rng = np.random.default_rng(6)
+    roots = {"speechpkg": root / "speechpkg", "noisepkg": root / "noisepkg"}
+    for s in range(6):
+        d = roots["speechpkg"] / "voices" / f"v{s}"
+        d.mkdir(parents=True)
+        for k in range(4):
+            x = _pad(_speechlike(rng.uniform(0.8, 1.6), 22050, rng, f0=100 + 25 * s), 22050, 0.3, 0.3)
+            if s == 5:  # a hissy recording the quality filter must drop
+                x = x + 0.03 * rng.standard_normal(x.size).astype(np.float32)
+            if k % 2:
+                sf.write(d / f"u{k}.ogg", x, 22050, format="OGG", subtype="VORBIS")
+            else:
+                sf.write(d / f"u{k}.wav", x, 22050, subtype="PCM_16")
+    d = roots["noisepkg"] / "sounds"
+    d.mkdir(parents=True)
+    for k in range(9):
+        sf.write(d / f"n{k}.wav", (0.1 * rng.standard_normal(int(rng.uniform(0.6, 3.0) * 32000))).astype(np.float32),
+                 32000, subtype="PCM_16")
+    shutil.copy(d / "n0.wav", d / "n0_copy.wav")
+
+    def speech(pkg_root: Path, src: C.Source) -> list[C.SourceFile]:
+        return [C.SourceFile(src.package, str(p), str(p.relative_to(pkg_root)), "speech", "speech", p.parent.name,
+                             "xx", src.licence, p.parent.name) for p in sorted(pkg_root.glob("voices/*/*"))]
+
+    def noise(pkg_root: Path, src: C.Source) -> list[C.SourceFile]:
+        return [C.SourceFile(src.package, str(p), str(p.relative_to(pkg_root)), "noise", "hiss", None, None,
+                             src.licence, p.stem.removesuffix("_copy")) for p in sorted(pkg_root.glob("sounds/*"))]
+
+    return [C.Source("speechpkg", "CC0", speech), C.Source("noisepkg", "CC0", noise)], roots
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[C.Source], dict[str, Path]]:
+    base = tmp_path_factory.mktemp("fake")
+    sources, roots = _fake_packages(base / "pkgs")
+    out = base / "corpus"
+    C.build_corpus(out, seed=1, cache=base / "cache", jobs=1, sources=sources,
+                   fetch=lambda pkg, cache: roots[pkg], pairs=(8, 12))
+    return out, sources, roots
+
+
+def test_build_writes_manifest_audio_pairs_and_stats(built: tuple[Path, list, dict]) -> None:
+    out, _, _ = built
+    recs = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    keys = {"path", "source", "speaker", "language", "duration", "licence", "kind", "category", "split"}
+    assert all(keys <= set(r) for r in recs)
+    speech = [r for r in recs if r["kind"] == "speech"]
+    noise = [r for r in recs if r["kind"] == "noise"]
+    assert {r["speaker"] for r in speech} == {f"v{s}" for s in range(5)}  # v5 dropped as noisy
+    assert len(noise) == 9  # the byte-identical copy was de-duplicated
+    for r in recs:
+        info = sf.info(str(out / r["path"]))
+        assert info.samplerate == SR and info.channels == 1 and abs(info.duration - r["duration"]) < 1e-3
+    for r in speech:
+        assert abs(active_level_db(sf.read(str(out / r["path"]))[0]) - C.SPEECH_LEVEL_DBFS) < 1.0
+    for split in ("train", "valid", "test"):
+        assert sum(r["split"] == split for r in speech) > 0
+    for split, count in (("valid", 8), ("test", 12)):
+        meta = [json.loads(line) for line in (out / split / "meta.jsonl").read_text().splitlines()]
+        assert len(meta) == count and {m["snr_db"] for m in meta} <= set(C.TEST_SNRS)
+        held = {r["speaker"] for r in speech if r["split"] == split}
+        assert {m["speaker"] for m in meta} <= held
+        for m in meta:
+            n, c = sf.read(str(out / split / "noisy" / f"{m['name']}.wav"))[0], \
+                sf.read(str(out / split / "clean" / f"{m['name']}.wav"))[0]
+            assert n.size == c.size == int(C.PAIR_SECONDS * SR)
+            measured = 10 * np.log10(power(c) / power(n - c))
+            assert abs(measured - m["snr_db"]) < 0.3, (m, measured)
+            if m["noise_kind"] == "recorded":
+                assert next(r for r in noise if r["path"] == m["noise_file"])["split"] == split
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["files"] == {"speech": len(speech), "noise": len(noise)}
+    assert stats["dropped"]["speechpkg"]["noisy (estimated SNR below threshold)"] == 4
+    assert abs(sum(stats["speech_minutes_by_split"].values()) - stats["speech_minutes"]) < 0.05
+
+
+def test_rebuild_is_idempotent_and_resumes(built: tuple[Path, list, dict]) -> None:
+    out, sources, roots = built
+    manifest = (out / "manifest.jsonl").read_text()
+    first = json.loads(manifest.splitlines()[0])["path"]
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}
+    # Simulate an interruption: one output lost, and the log's last line torn.
+    (out / first).unlink()
+    log = out / ".work" / "speechpkg.jsonl"
+    log.write_text(log.read_text() + '{"rel": "voices/v0/u')
+    C.build_corpus(out, seed=1, cache=out / "cache", jobs=1, sources=sources, fetch=lambda pkg, cache: roots[pkg],
+                   pairs=(8, 12))
+    assert (out / "manifest.jsonl").read_text() == manifest
+    assert (out / first).exists()
+    unchanged = [p for p, t in mtimes.items() if p.exists() and p.stat().st_mtime_ns == t]
+    assert len(unchanged) == len(mtimes) - 1
+
+
+def test_missing_tool_and_missing_package_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    apt = fake_bin / "apt-get"
+    apt.write_text("#!/bin/sh\necho 'E: Unable to locate package nosuchpkg' >&2\nexit 100\n")
+    apt.chmod(apt.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(fake_bin))
+    with pytest.raises(DataError, match="nosuchpkg"):
+        C.fetch_package("nosuchpkg", tmp_path / "cache")
+    with pytest.raises(DataError, match="'ffmpeg'"):
+        C.require_tool("ffmpeg")
+    with pytest.raises(DataError, match="'dpkg-deb'"):
+        C.require_tool("dpkg-deb")
+
+
+def test_frame_levels_shape() -> None:
+    assert frame_levels_db(np.zeros(100, np.float32)).shape == (1,)
+    assert frame_levels_db(np.ones(320 + 160 * 9, np.float32)).shape == (10,)

@@ -1,0 +1,119 @@
+"""GAN objectives and reconstruction losses, kept apart from the models and the trainer.
+
+The trainer combines generator terms through the named weight mapping of :class:`training.config.LossConfig`
+(``{"adv": 1.0, "l1": 100.0, "stft": 1.0, "feat": 0.0}``); a term with weight 0 is not computed. Every term is
+returned separately so the log shows each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from realtime.errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------------- emphasis
+def preemphasis(x: torch.Tensor, coef: float) -> torch.Tensor:
+    """Torch twin of :func:`realtime.dsp.preemphasis` with zero history: x [..., T] -> [..., T].
+
+    Tested equal to the numpy version; a twin is needed so the filter runs on the training device inside autograd.
+    """
+    if coef == 0.0:
+        return x
+    return torch.cat([x[..., :1], x[..., 1:] - coef * x[..., :-1]], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------- adversarial
+def d_loss(adv: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator objective from patch scores of real (clean, noisy) and fake (G(noisy), noisy) pairs."""
+    if adv == "lsgan":
+        return 0.5 * (torch.mean((real - 1.0) ** 2) + torch.mean(fake ** 2))
+    if adv == "hinge":
+        return torch.mean(F.relu(1.0 - real)) + torch.mean(F.relu(1.0 + fake))
+    if adv == "nonsat":
+        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    raise ConfigError(f"Unknown adversarial loss {adv!r}.", "use lsgan, hinge or nonsat.")
+
+
+def g_adv_loss(adv: str, fake: torch.Tensor) -> torch.Tensor:
+    """Generator adversarial objective from the patch scores of (G(noisy), noisy)."""
+    if adv == "lsgan":
+        return 0.5 * torch.mean((fake - 1.0) ** 2)
+    if adv == "hinge":
+        return -torch.mean(fake)
+    if adv == "nonsat":
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    raise ConfigError(f"Unknown adversarial loss {adv!r}.", "use lsgan, hinge or nonsat.")
+
+
+def feature_matching(real_feats: list[torch.Tensor], fake_feats: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over D's hidden layers of L1(fake features, real features); real features carry no gradient."""
+    terms = [torch.mean(torch.abs(f - r.detach())) for r, f in zip(real_feats, fake_feats)]
+    return torch.stack(terms).mean()
+
+
+class FeatureTap:
+    """Collects the outputs of a discriminator's activation layers with forward hooks.
+
+    Hooks (rather than a second forward path) keep the discriminator's own ``forward`` the only code path, which
+    matters under DistributedDataParallel where only the wrapper's forward synchronises gradients.
+    """
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        self.features: list[torch.Tensor] = []
+        self.enabled = False
+        self._handles = [m.register_forward_hook(self._hook) for m in discriminator.modules()
+                         if isinstance(m, nn.LeakyReLU)]
+
+    def _hook(self, module: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if self.enabled:
+            self.features.append(out)
+
+    def collect(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run ``fn`` (a discriminator call) and return its output with the hidden features it produced."""
+        self.features, self.enabled = [], True
+        try:
+            out = fn()
+        finally:
+            self.enabled = False
+        feats, self.features = self.features, []
+        return out, feats
+
+
+# --------------------------------------------------------------------------------------------------- STFT
+class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1, averaged over STFT resolutions (fft, hop, win).
+
+    The fine resolutions (128-sample FFT) give short-frame generators a dense, phase-insensitive gradient that
+    the waveform L1 alone does not; the coarse one (512) resolves harmonics.
+    """
+
+    def __init__(self, resolutions: list[list[int]] | list[tuple[int, int, int]]) -> None:
+        super().__init__()
+        self.resolutions = [tuple(int(v) for v in r) for r in resolutions]
+        for i, (_, _, win) in enumerate(self.resolutions):
+            self.register_buffer(f"window_{i}", torch.hann_window(win), persistent=False)
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """estimate, target [B, T] -> (spectral convergence, log-magnitude L1), each a scalar mean."""
+        sc_total = estimate.new_zeros(())
+        mag_total = estimate.new_zeros(())
+        for i, (fft, hop, win) in enumerate(self.resolutions):
+            window = getattr(self, f"window_{i}")
+            est = _magnitude(estimate, fft, hop, win, window)
+            ref = _magnitude(target, fft, hop, win, window)
+            sc_total = sc_total + torch.linalg.norm(ref - est) / torch.linalg.norm(ref).clamp_min(1e-7)
+            mag_total = mag_total + F.l1_loss(torch.log(est), torch.log(ref))
+        n = len(self.resolutions)
+        return sc_total / n, mag_total / n
+
+
+def _magnitude(x: torch.Tensor, fft: int, hop: int, win: int, window: torch.Tensor) -> torch.Tensor:
+    """|STFT| [B, F, N] in float32 (STFT under reduced-precision autocast is inaccurate)."""
+    spec = torch.stft(x.float(), fft, hop, win, window, return_complex=True)
+    return torch.sqrt(spec.real ** 2 + spec.imag ** 2 + 1e-9)
