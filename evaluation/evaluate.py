@@ -417,6 +417,12 @@ def run_eval(data: Path, model: Path | None = None, as_json: bool = False, repor
         pair = pair_set.pairs[i]
         extra = {k: pair.meta[k] for k in (SNR_KEY, *GROUP_KEYS) if k in pair.meta}
         rows.append({"name": pair.name, **extra, **scores})
+    for side in ("noisy", "enhanced"):
+        for m in metrics:
+            undefined = [r["name"] for r in rows if math.isnan(r[side][m])]
+            if undefined:
+                notes.append(f"{LABELS[m]} of the {side} clip is undefined (NaN, left out of the means) on "
+                             f"{len(undefined)} pairs: {', '.join(undefined[:5])}{', ...' if len(undefined) > 5 else ''}.")
     residual = [abs(entry["enhanced"]) for entry in lags]
     if any(residual):
         notes.append(f"Residual delay between enhanced and clean on {len(lags)} files: {residual} samples "
@@ -457,6 +463,8 @@ def _fmt(value: float | None, metric: str, signed: bool = False, short: bool = F
     if value is None:
         return "n/a"
     digits = 1 if metric == "si_sdr" and short else 2 if metric == "si_sdr" or short else 3
+    if abs(value) < 0.5 * 10.0**-digits:
+        value = 0.0  # no "-0.000"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 

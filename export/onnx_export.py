@@ -20,6 +20,7 @@ checkpoint with another ``format_version`` is refused there, naming the version 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -200,6 +201,10 @@ def trace(generator: FrameGenerator, path: Path, opset: int) -> onnx.ModelProto:
         # graphs without an initial-state input, and every state here is an input.
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
+        warnings.filterwarnings("ignore", message=".*feature will be removed.*", category=DeprecationWarning)
+        # nn.GRU's own input-size checks trip the tracer; shapes are fixed per export, so they are constants.
+        # Tracer warnings from the generator itself stay visible: they would mean a baked-in shape.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
         with torch.no_grad():
             torch.onnx.export(_StepGraph(generator), (frame, *state), str(path), input_names=names_in,
                               output_names=names_out, dynamic_axes={n: {0: "B"} for n in names_in + names_out},
@@ -247,33 +252,45 @@ def export_with_report(generator: FrameGenerator, meta: Mapping[str, Any], outpu
     output = Path(output)
     checkpoint = Path(str(meta["path"])) if meta.get("path") else None
     _refuse_clobber(output, checkpoint)
-    generator = generator.to("cpu").float().eval()
+    # A copy: the caller's generator (perhaps mid-training, on a GPU) keeps its device, dtype and mode.
+    generator = copy.deepcopy(generator).to("cpu").float().eval()
     graph_gen = without_latent(generator)
     spec = build_spec(generator, meta, precision, opset)
     metadata = model_metadata(generator, spec)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
-        fp32_path = Path(tmp) / "fp32.onnx"
-        model = trace(graph_gen, fp32_path, opset)
-        model.producer_name = "denoise"
-        model.producer_version = metadata["denoise_version"]
-        model.doc_string = (f"denoise {spec.preset} frame model: one call per {spec.hop}-sample hop "
-                            f"({spec.hop_ms:g} ms), algorithmic latency {spec.latency_ms:g} ms.")
-        helper.set_model_props(model, metadata)
-        final = Path(tmp) / "model.onnx"
-        if precision == "fp16":
-            model = cast_weights_fp16(model)
-        if precision == "int8":
-            onnx.save(model, str(fp32_path))
-            fixed = [b.numpy() for name, b in graph_gen.named_buffers() if name not in graph_gen.state_dict()]
-            quantize_int8(fp32_path, final, exclude=fixed_transform_nodes(model, fixed))
-            model = onnx.load(str(final))
-            helper.set_model_props(model, metadata)  # written again: the quantizer's copy is not relied upon
-        onnx.save(model, str(final))
-        report = verify_export(final, graph_gen) if verify else None
-        os.replace(final, output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
+            report = _write_verified(graph_gen, spec, metadata, output, Path(tmp), opset, verify)
+    except OSError as exc:
+        raise ExportError(f"cannot write {output}: {exc.strerror or exc}.",
+                          "choose a writable folder with free space for -o.") from None
     return ExportReport(path=output, spec=spec, parameters=count_parameters(generator),
                         size_bytes=output.stat().st_size, verify=report)
+
+
+def _write_verified(graph_gen: FrameGenerator, spec: ModelSpec, metadata: dict[str, str], output: Path,
+                    tmp: Path, opset: int, verify: bool) -> VerifyReport | None:
+    """Trace, label, convert and check the model inside ``tmp``; rename it to ``output`` only if it passed."""
+    fp32_path = tmp / "fp32.onnx"
+    final = tmp / "model.onnx"
+    model = trace(graph_gen, fp32_path, opset)
+    model.producer_name = "denoise"
+    model.producer_version = metadata["denoise_version"]
+    model.doc_string = (f"denoise {spec.preset} frame model: one call per {spec.hop}-sample hop "
+                        f"({spec.hop_ms:g} ms), algorithmic latency {spec.latency_ms:g} ms.")
+    helper.set_model_props(model, metadata)
+    if spec.precision == "fp16":
+        model = cast_weights_fp16(model)
+    elif spec.precision == "int8":
+        onnx.save(model, str(fp32_path))
+        fixed = [b.numpy() for name, b in graph_gen.named_buffers() if name not in graph_gen.state_dict()]
+        quantize_int8(fp32_path, final, spec.preset, exclude=fixed_transform_nodes(model, fixed))
+        model = onnx.load(str(final))
+        helper.set_model_props(model, metadata)  # written again: the quantizer's copy is not relied upon
+    onnx.save(model, str(final))
+    report = verify_export(final, graph_gen) if verify else None
+    os.replace(final, output)
+    return report
 
 
 def export_onnx(generator: FrameGenerator, meta: Mapping[str, Any], output: Path, opset: int = DEFAULT_OPSET,

@@ -62,7 +62,7 @@ class StreamingEngine:
         self._de = DeEmphasis(spec.preemphasis, channels)
         self._framer = Framer(channels, spec.window, spec.hop, model.analysis)
         self._ola = OverlapAdd(channels, spec.window, spec.hop, model.synthesis)
-        self._stepper = model.stepper(channels)
+        self.stepper = model.stepper(channels)
         self._consumed = 0
         self._produced = 0
         self._squeeze = False
@@ -73,7 +73,7 @@ class StreamingEngine:
         n = x.shape[1]
         hop = self.hop
         framer = self._framer
-        stepper = self._stepper
+        stepper = self.stepper
         hops = (hop - framer.needed + n) // hop
         out = np.empty((self.channels, hops * hop), dtype=np.float32)
         pre = self._pre(x)
@@ -108,7 +108,7 @@ class StreamingEngine:
         self._de.reset()
         self._framer.reset()
         self._ola.reset()
-        self._stepper.reset()
+        self.stepper.reset()
         self._consumed = 0
         self._produced = 0
 

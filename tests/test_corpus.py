@@ -226,3 +226,30 @@ def test_missing_tool_and_missing_package_are_named(tmp_path: Path, monkeypatch:
 def test_frame_levels_shape() -> None:
     assert frame_levels_db(np.zeros(100, np.float32)).shape == (1,)
     assert frame_levels_db(np.ones(320 + 160 * 9, np.float32)).shape == (10,)
+
+
+def test_fixed_splits_survive_a_changed_source_table() -> None:
+    recs = _fake_records(np.random.default_rng(7))
+    C.assign_splits(recs, seed=0)
+    fixed = {r.group: r.split for r in recs}
+    # Drop a few noise recordings (a new exclusion rule): the speakers must not move between splits.
+    fewer = [C.Record(**{**r.__dict__, "split": ""}) for r in recs if r.group not in ("ambient-0", "vehicles-1")]
+    C.assign_splits(fewer, seed=0, fixed=fixed)
+    assert all(r.split == fixed[r.group] for r in fewer)
+
+
+def test_output_names_never_collide() -> None:
+    files = [C.SourceFile("pkg", f"/x/sounds/mace.{ext}", f"sounds/mace.{ext}", "noise", "sfx", None, None, "L",
+                          f"g{ext}") for ext in ("ogg", "wav")]
+    files.append(C.SourceFile("pkg", "/x/sounds/axe.ogg", "sounds/axe.ogg", "noise", "sfx", None, None, "L", "a"))
+    paths = C.output_paths(files)
+    assert len(set(paths.values())) == 3 and paths["sounds/axe.ogg"] == "noise/pkg/sfx/sounds__axe.wav"
+
+
+@pytest.mark.parametrize(("path", "voice"), [
+    ("symbols/math/7_ru.ogg", True), ("seasonal/christmas/santahat.ogg", True),
+    ("human-female-die-1.ogg", True), ("good_morning.wav", True), ("animals/birds/crow.ogg", False),
+    ("orc-hit-1.ogg", False), ("TraficHigh1.wav", False),
+])
+def test_voice_like_noise_is_excluded(path: str, voice: bool) -> None:
+    assert bool(C._VOICE_WORDS.search(path)) is voice

@@ -138,11 +138,20 @@ def _tuxpaint_speech(root: Path, src: Source) -> list[SourceFile]:
     return out
 
 
+# Noise must not contain speech or human vocalisations, or the model learns to remove voices. Paths that name one are
+# skipped: tuxpaint's symbols/ are spoken letters, digits and faces (laughing...), the dreidel letters and Santa's
+# hat are spoken, roll calls and pedestrian/school crossings carry voices, wesnoth's human/elf/dwarf/mer-folk hits and
+# deaths are human cries, and megaglest's "good_morning" ambience is a greeting.
+_VOICE_WORDS = re.compile(
+    r"speech|voice|vocal|talk|sing|shout|scream|yell|laugh|(^|/)symbols/|dreydl|santahat|ghost|roll-call|xing_|"
+    r"(^|/)(human|dwarf|elf|mermaid|mermen)-|(^|/)(ugg|wail)|good_morning", re.IGNORECASE)
+
+
 def _tuxpaint_noise(root: Path, src: Source) -> list[SourceFile]:
     base = root / "usr/share/tuxpaint/stamps"
     out = []
     for p in _files(base, "**/*.ogg"):
-        if "_desc" in p.name:
+        if "_desc" in p.name or _VOICE_WORDS.search(str(p.relative_to(base))):
             continue
         category = "stamps-" + p.relative_to(base).parts[0]
         out.append(SourceFile(src.package, str(p), str(p.relative_to(root)), "noise", category, None, None,
@@ -201,10 +210,9 @@ def _megaglest_ambient(root: Path, src: Source) -> list[SourceFile]:
     return [SourceFile(src.package, str(p), str(p.relative_to(root)), "noise", "ambient", None, None, src.licence,
                        f"megaglest-ambient:{p.stem.lower()}")
             for p in _files(root / "usr/share/games/megaglest/tilesets", "*/sounds/*")
-            if p.suffix.lower() in (".wav", ".ogg")]
+            if p.suffix.lower() in (".wav", ".ogg") and not _VOICE_WORDS.search(p.name)]
 
 
-_VOICE_WORDS = re.compile(r"speech|voice|vocal|talk|sing|shout|scream|yell|laugh", re.IGNORECASE)
 
 
 def _simple_noise(folder: str, pattern: str, category: str) -> Callable[[Path, Source], list[SourceFile]]:
@@ -375,6 +383,17 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def output_paths(files: Sequence[SourceFile]) -> dict[str, str]:
+    """``rel`` → output path for a package's files; names that would collide (``mace.ogg`` and ``mace.wav``) keep
+    their source extension (``mace.ogg.wav``) so no two files share an output."""
+    base = {f.rel: output_path(f) for f in files}
+    count: dict[str, int] = defaultdict(int)
+    for path in base.values():
+        count[path] += 1
+    return {rel: path if count[path] == 1 else path[: -len(".wav")] + Path(rel).suffix.lower() + ".wav"
+            for rel, path in base.items()}
+
+
 def output_path(f: SourceFile) -> str:
     """Corpus-relative output path of a source file: ``speech/SOURCE/SPEAKER/NAME.wav`` or ``noise/SOURCE/CAT/NAME.wav``."""
     flat = re.sub(r"[^A-Za-z0-9._-]+", "_", str(Path(f.rel).with_suffix("")).replace("/", "__"))
@@ -383,9 +402,12 @@ def output_path(f: SourceFile) -> str:
     return f"{f.kind}/{f.package}/{sub}/{flat}.wav"
 
 
-def process_file(f: SourceFile, out: str, sha1: str) -> dict:
-    """Decode, check, trim, normalise and write one file. Returns its record dict, or ``{"dropped": reason}``."""
-    target = Path(out) / output_path(f)
+def process_file(f: SourceFile, out: str, sha1: str, rel_out: str) -> dict:
+    """Decode, check, trim, normalise and write one file to ``out/rel_out``.
+
+    Returns ``{"rel", "record"}`` or ``{"rel", "dropped": reason}``.
+    """
+    target = Path(out) / rel_out
     audio = decode(Path(f.path))
     if audio.size == 0 or not np.all(np.isfinite(audio)) or np.max(np.abs(audio)) < 1e-4:
         return {"rel": f.rel, "dropped": "empty or silent"}
@@ -404,7 +426,7 @@ def process_file(f: SourceFile, out: str, sha1: str) -> dict:
             return {"rel": f.rel, "dropped": "too short"}
         audio = normalise(audio, NOISE_LEVEL_DBFS, speech=False)
     write_wav_atomic(target, audio)
-    rec = Record(path=output_path(f), source=f.package, speaker=f.speaker, language=f.language,
+    rec = Record(path=rel_out, source=f.package, speaker=f.speaker, language=f.language,
                  duration=round(audio.size / SAMPLE_RATE, 3), licence=f.licence, kind=f.kind, category=f.category,
                  split="", group=f.group, sha1=sha1, snr_est_db=None if snr is None or math.isinf(snr) else round(snr, 1))
     return {"rel": f.rel, "record": asdict(rec)}
@@ -418,10 +440,10 @@ def _sha1(path: str) -> str:
     return h.hexdigest()
 
 
-def _process_star(args: tuple[SourceFile, str, str]) -> dict:
-    f, out, sha1 = args
+def _process_star(args: tuple[SourceFile, str, str, str]) -> dict:
+    f, out, sha1, rel_out = args
     try:
-        return process_file(f, out, sha1)
+        return process_file(f, out, sha1, rel_out)
     except DataError as exc:
         return {"rel": f.rel, "dropped": f"undecodable: {exc}"}
 
@@ -443,6 +465,7 @@ def decode_package(files: Sequence[SourceFile], out: Path, jobs: int, log_path: 
                    seen: dict[str, str]) -> list[dict]:
     """Process the files of one package, resuming from ``log_path``; ``seen`` maps content hash → first file (dedupe)."""
     done = _read_log(log_path)
+    targets = output_paths(files)
     todo, results = [], []
     for f in files:
         sha1 = _sha1(f.path)
@@ -452,10 +475,11 @@ def decode_package(files: Sequence[SourceFile], out: Path, jobs: int, log_path: 
             continue
         seen[key] = f.path
         entry = done.get(f.rel)
-        if entry is not None and ("dropped" in entry or (out / entry["record"]["path"]).exists()):
+        if entry is not None and ("dropped" in entry or (entry["record"]["path"] == targets[f.rel]
+                                                          and (out / targets[f.rel]).exists())):
             results.append(entry)
         else:
-            todo.append((f, str(out), sha1))
+            todo.append((f, str(out), sha1, targets[f.rel]))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         if jobs > 1 and len(todo) > 1:
@@ -481,7 +505,7 @@ def decode_package(files: Sequence[SourceFile], out: Path, jobs: int, log_path: 
 
 def assign_splits(records: list[Record], seed: int, forced_test: Sequence[str] = FORCED_TEST_SPEAKERS,
                   valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION,
-                  min_speakers: int = 2) -> None:
+                  min_speakers: int = 2, fixed: dict[str, str] | None = None) -> None:
     """Set ``split`` on every record, in place: groups (speaker / noise recording) never straddle two splits.
 
     Speech: forced test speakers first, then seeded-random speakers fill valid and test up to their share of minutes
@@ -489,7 +513,11 @@ def assign_splits(records: list[Record], seed: int, forced_test: Sequence[str] =
     split) and until each holds ``min_speakers`` (if the greedy pass falls short, the smallest training speakers are
     moved). Noise: the same greedy pass per noise category (one recording per split is the minimum sought), so
     categories with a few recordings reach every split while tiny ones may stay train-only.
+
+    ``fixed`` maps groups to splits decided by an earlier build (``splits.json``): they keep them, and only new
+    groups are placed, so a rebuild after a source-table change never moves a speaker between splits.
     """
+    fixed = fixed or {}
     rng = np.random.default_rng(seed)
     by_kind: dict[str, list[Record]] = defaultdict(list)
     for r in records:
@@ -507,10 +535,12 @@ def assign_splits(records: list[Record], seed: int, forced_test: Sequence[str] =
         assigned: dict[str, str] = {}
         need_min = min_speakers if kind == "speech" else 1
         for g in groups:
-            if g in forced_test:
-                assigned[g] = "test"
-                got["test"] += minutes[g]
-                count["test"] += 1
+            split = fixed.get(g, "test" if g in forced_test else None)
+            if split is not None:
+                assigned[g] = split
+                if split != "train":
+                    got[split] += minutes[g]
+                    count[split] += 1
         for g in groups:
             if g in assigned:
                 continue
@@ -702,6 +732,14 @@ def print_stats(stats: dict) -> None:
     print(f"build wall time: {stats['wall_time_s']:.0f} s")
 
 
+def _remove_orphans(out: Path, produced: set[str]) -> None:
+    """Delete decoded files that the current source table no longer yields (e.g. after a new exclusion rule)."""
+    for kind in ("speech", "noise"):
+        for p in sorted((out / kind).rglob("*.wav")) if (out / kind).is_dir() else []:
+            if p.relative_to(out).as_posix() not in produced:
+                p.unlink()
+
+
 def build_corpus(out: Path, minutes: float | None = None, seed: int = 0, cache: Path | None = None, jobs: int = 2,
                  sources: Sequence[Source] = DEFAULT_SOURCES,
                  fetch: Callable[[str, Path], Path] = fetch_package,
@@ -738,14 +776,19 @@ def build_corpus(out: Path, minutes: float | None = None, seed: int = 0, cache: 
             dropped[src.package] = dict(reasons)
         print(f"{src.package}: {sum('record' in e for e in results)} kept, {sum(reasons.values())} dropped "
               f"({time.monotonic() - t0:.0f} s)", flush=True)
-    assign_splits(records, seed)
+    splits_path = out / "splits.json"
+    previous = json.loads(splits_path.read_text(encoding="utf-8")) if splits_path.exists() else {}
+    assign_splits(records, seed, fixed=previous.get("groups") if previous.get("seed") == seed else None)
+    _write_text_atomic(splits_path, json.dumps({"seed": seed, "groups": {r.group: r.split for r in records}},
+                                               indent=1, sort_keys=True) + "\n")
+    _remove_orphans(out, {r.path for r in records})
     if minutes is not None:
         records = apply_minutes_cap(records, minutes, seed)
     records.sort(key=lambda r: r.path)
     manifest = "".join(json.dumps(asdict(r)) + "\n" for r in records)
     manifest_path = out / "manifest.jsonl"
     if manifest_path.exists() and manifest_path.read_text(encoding="utf-8") != manifest:
-        # A different seed/cap changes what goes in the fixed sets: rebuild them from the new manifest.
+        # A different seed, cap or source table changes what the fixed sets may use: rebuild them.
         for split in ("valid", "test"):
             shutil.rmtree(out / split, ignore_errors=True)
     _write_text_atomic(manifest_path, manifest)

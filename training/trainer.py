@@ -203,6 +203,7 @@ class Trainer:
         self.stop_signal: str | None = None
         self.metric_fns = _metric_functions()
         self.valid_pairs: list[tuple[str, np.ndarray, np.ndarray]] | None = None
+        self.epoch_size = 0  # examples per epoch and rank; 0 for an endless iterable dataset
         self.tb: Any = None
 
     def _optimizer(self, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -271,8 +272,6 @@ class Trainer:
             kwargs["sampler"] = StreamSampler(len(dataset), c.run.seed, self.info.rank, self.info.world,
                                               start=self.data_position())
             self.epoch_size = kwargs["sampler"].per_rank
-        else:
-            self.epoch_size = 0
         workers = c.data.num_workers
         if workers:
             kwargs.update(persistent_workers=True, prefetch_factor=4)
@@ -542,7 +541,8 @@ class Trainer:
                 acc, t_interval, steps_interval = {}, time.perf_counter(), 0
             stop = any_rank(self.stop_signal is not None, self.info, self.device)
             final = stop or self.step == c.run.max_steps
-            if self.step % c.run.validate_every == 0 or final:
+            # A stop request saves at once: validation could outlast the grace period of a SIGTERM.
+            if self.step % c.run.validate_every == 0 or self.step == c.run.max_steps:
                 if self.info.is_main:
                     t0 = time.perf_counter()
                     result = self.validate()

@@ -1,0 +1,453 @@
+"""Audio devices through PortAudio (sounddevice): listing, choosing by name or index, and the two device streams
+of ``denoise live``.
+
+``sounddevice`` loads the PortAudio shared library when it is imported and fails when it is missing, so it is
+imported here only, inside functions (:func:`portaudio`): file modes never need it.
+
+Live audio uses two separate streams joined by a worker, never one duplex stream: on PulseAudio/PipeWire a duplex
+stream over two devices was measured to slip samples silently. The PortAudio callbacks only move blocks:
+
+* :class:`Capture` — ``InputStream`` callback -> bounded queue of float32 ``[C, n]`` blocks (full -> overrun).
+* :class:`Playback` — worker -> :class:`SampleFifo` jitter buffer -> ``OutputStream`` callback. Playback starts once
+  the buffer holds ``target`` samples; an empty buffer (underrun) inserts silence and grows ``target`` by
+  ``grow`` samples (one model hop), so overload costs latency instead of repeated glitches; a buffer far above
+  its target (after a stall, or from clock drift between two devices) drops its oldest samples back to the target.
+
+Both keep the counters that give the pipeline's exact delay (see :func:`pipeline_delay`) and every xrun.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+from realtime.errors import DeviceError
+
+Kind = Literal["input", "output"]
+DEFAULT_ALIASES = {"input": ("mic", "default"), "output": ("speakers", "default")}
+_PORTAUDIO_FIX = ("install the PortAudio library (`apt-get install libportaudio2` on Debian/Ubuntu, "
+                  "`brew install portaudio` on macOS), or use WAV files for --input and --output")
+# Callback clock samples kept per stream to estimate its phase (a few seconds of 10 ms blocks).
+_CLOCK_SAMPLES = 256
+# PortAudio status flags by the counter they feed.
+_UNDER_FLAGS = ("input_underflow", "output_underflow")
+_OVER_FLAGS = ("input_overflow", "output_overflow")
+
+_sd: ModuleType | None = None
+
+
+def portaudio() -> ModuleType:
+    """Import ``sounddevice`` (which loads PortAudio); a missing library becomes a one-line :class:`DeviceError`."""
+    global _sd
+    if _sd is None:
+        try:
+            import sounddevice
+        except (OSError, ImportError) as exc:  # OSError: "PortAudio library not found"
+            raise DeviceError(f"Live audio needs the PortAudio library, which could not be loaded ({exc}).",
+                              _PORTAUDIO_FIX + ".") from None
+        _sd = sounddevice
+    return _sd
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One PortAudio device."""
+
+    index: int
+    name: str
+    hostapi: str
+    inputs: int  # max input channels
+    outputs: int  # max output channels
+    default_samplerate: float
+    default_input: bool  # the system's default input device
+    default_output: bool
+
+    def channels(self, kind: Kind) -> int:
+        return self.inputs if kind == "input" else self.outputs
+
+    def describe(self) -> str:
+        return (f"[{self.index}] {self.name} ({self.hostapi}, {self.inputs} in/{self.outputs} out, "
+                f"{self.default_samplerate:g} Hz)")
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every PortAudio device, in PortAudio's order."""
+    sd = portaudio()
+    apis = [h["name"] for h in sd.query_hostapis()]
+    default_in, default_out = _defaults(sd)
+    return [
+        DeviceInfo(index=i, name=str(d["name"]), hostapi=apis[d["hostapi"]], inputs=int(d["max_input_channels"]),
+                   outputs=int(d["max_output_channels"]), default_samplerate=float(d["default_samplerate"]),
+                   default_input=i == default_in, default_output=i == default_out)
+        for i, d in enumerate(sd.query_devices())
+    ]
+
+
+def _defaults(sd: ModuleType) -> tuple[int, int]:
+    """(default input index, default output index); -1 where there is none."""
+    pair = sd.default.device
+    found = []
+    for kind, value in zip(("input", "output"), (pair[0], pair[1])):
+        if isinstance(value, int) and value >= 0:
+            found.append(value)
+            continue
+        try:
+            found.append(int(sd.query_devices(kind=kind)["index"]))
+        except (sd.PortAudioError, ValueError, KeyError):
+            found.append(-1)
+    return found[0], found[1]
+
+
+def print_devices() -> None:
+    """The ``denoise devices`` command: a table of devices ('>' marks the default input, '<' the default output)."""
+    sd = portaudio()
+    devices = list_devices()
+    print(f"{sd.get_portaudio_version()[1]}")
+    if not devices:
+        print("no audio devices (no sound card, and no sound server such as JACK or PulseAudio is running)")
+        return
+    width = max(len(d.name) for d in devices)
+    api_width = max(len(d.hostapi) for d in devices)
+    print(f"    {'#':>3}  {'name':<{width}}  {'host API':<{api_width}}  {'in':>3}  {'out':>3}  default rate")
+    for d in devices:
+        mark = (">" if d.default_input else " ") + ("<" if d.default_output else " ")
+        print(f" {mark} {d.index:>3}  {d.name:<{width}}  {d.hostapi:<{api_width}}  {d.inputs:>3}  {d.outputs:>3}  "
+              f"{d.default_samplerate:g} Hz")
+    print("(> default input, < default output; pass a name, part of one, or a number to --input/--output)")
+
+
+def _listing(devices: list[DeviceInfo], kind: Kind) -> str:
+    usable = [d for d in devices if d.channels(kind) > 0]
+    if not usable:
+        return f"there are no {kind} devices"
+    return f"{kind} devices: " + "; ".join(d.describe() for d in usable)
+
+
+def resolve_device(spec: str, kind: Kind, devices: list[DeviceInfo] | None = None) -> DeviceInfo:
+    """The device ``spec`` names for ``kind``: 'mic'/'speakers'/'default', an index, or a case-insensitive
+    (part of a) name. An exact name wins over partial matches; several matches are an error listing them."""
+    devices = list_devices() if devices is None else devices
+    flag = f"--{kind}"
+    text = spec.strip()
+    if text.lower() in DEFAULT_ALIASES[kind]:
+        chosen = [d for d in devices if (d.default_input if kind == "input" else d.default_output)]
+        if not chosen:
+            raise DeviceError(f"There is no default {kind} device ({_listing(devices, kind)}).",
+                              f"pass {flag} with a device name or number from `denoise devices`, or a WAV file.")
+        return chosen[0]
+    if text.isdigit():
+        index = int(text)
+        if index >= len(devices):
+            raise DeviceError(f"{flag} {index}: there is no device {index} ({_listing(devices, kind)}).",
+                              f"pass {flag} with a number from `denoise devices`.")
+        device = devices[index]
+        if device.channels(kind) == 0:
+            raise DeviceError(f"{flag} {index}: {device.describe()} has no {kind} channels "
+                              f"({_listing(devices, kind)}).", f"pass {flag} with an {kind} device.")
+        return device
+    usable = [d for d in devices if d.channels(kind) > 0]
+    needle = text.lower()
+    matches = [d for d in usable if d.name.lower() == needle] or [d for d in usable if needle in d.name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise DeviceError(f"{flag} {spec!r} is ambiguous: it matches " + "; ".join(m.describe() for m in matches)
+                          + ".", f"pass {flag} with the device number or a longer part of its name.")
+    other = [d for d in devices if needle in d.name.lower()]
+    wrong_kind = f" ({', '.join(d.describe() for d in other)} has no {kind} channels)" if other else ""
+    raise DeviceError(f"No {kind} device matches {flag} {spec!r}{wrong_kind}; {_listing(devices, kind)}.",
+                      f"pass {flag} with a name, part of a name or a number from `denoise devices`.")
+
+
+def check_rate(device: DeviceInfo, kind: Kind, samplerate: int, channels: int) -> None:
+    """Raise a :class:`DeviceError` naming the device's default rate if it cannot run at ``samplerate``."""
+    sd = portaudio()
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    try:
+        check(device=device.index, samplerate=samplerate, channels=channels, dtype="float32")
+    except (sd.PortAudioError, ValueError) as exc:
+        raise DeviceError(
+            f"{kind} device {device.describe()} cannot run at {samplerate} Hz with {channels} channel(s) ({exc}).",
+            f"omit --samplerate to use its default rate {device.default_samplerate:g} Hz (the model is resampled), "
+            "or pass a rate it supports.",
+        ) from None
+
+
+class _Xruns:
+    """Counters shared by a stream's callback (writer) and the status/summary readers."""
+
+    def __init__(self) -> None:
+        self.flag_underruns = 0  # PortAudio status flags
+        self.flag_overruns = 0
+        self.callbacks = 0
+        self.frames = 0
+        # (perf_counter at callback entry, stream frame index of the block's first sample)
+        self.clock: collections.deque[tuple[float, int]] = collections.deque(maxlen=_CLOCK_SAMPLES)
+
+    def note(self, status: Any, frames: int) -> None:
+        self.clock.append((time.perf_counter(), self.frames))
+        self.callbacks += 1
+        self.frames += frames
+        if status:
+            self.flag_underruns += sum(bool(getattr(status, f)) for f in _UNDER_FLAGS)
+            self.flag_overruns += sum(bool(getattr(status, f)) for f in _OVER_FLAGS)
+
+    def origin(self, samplerate: int) -> float | None:
+        """The stream's clock origin: perf_counter time at which its frame 0 was handed over, estimated as the
+        earliest ``t - frame/rate`` over recent callbacks (callbacks can run late, never early)."""
+        points = list(self.clock)
+        if not points:
+            return None
+        return min(t - frame / samplerate for t, frame in points)
+
+
+def _open_error(kind: Kind, device: DeviceInfo, exc: Exception) -> DeviceError:
+    return DeviceError(f"Cannot open {kind} device {device.describe()} ({exc}).",
+                       "check that it is not in exclusive use, or pick another one from `denoise devices`.")
+
+
+class Capture:
+    """An input device feeding a bounded queue of float32 ``[channels, blocksize]`` blocks.
+
+    ``queue_blocks`` bounds the backlog a stalled worker can accumulate; a full queue drops the block (counted in
+    ``overruns`` and ``dropped``).
+    """
+
+    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, channels: int = 1,
+                 queue_blocks: int = 32) -> None:
+        sd = portaudio()
+        self.device = device
+        self.samplerate = samplerate
+        self.channels = channels
+        self.blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_blocks)
+        self.xruns = _Xruns()
+        self.queue_full = 0
+        self.dropped = 0  # frames lost to a full queue
+        try:
+            self.stream = sd.InputStream(device=device.index, samplerate=samplerate, blocksize=blocksize,
+                                         channels=channels, dtype="float32", latency=latency,
+                                         callback=self._callback)
+        except (sd.PortAudioError, ValueError) as exc:
+            raise _open_error("input", device, exc) from None
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self.xruns.note(status, frames)
+        try:
+            self.blocks.put_nowait(indata.T.copy())
+        except queue.Full:
+            self.queue_full += 1
+            self.dropped += frames
+
+    @property
+    def latency(self) -> float:
+        """PortAudio's input latency in seconds."""
+        return float(self.stream.latency)
+
+    @property
+    def underruns(self) -> int:
+        return self.xruns.flag_underruns
+
+    @property
+    def overruns(self) -> int:
+        return self.xruns.flag_overruns + self.queue_full
+
+
+class SampleFifo:
+    """A ring buffer of float32 ``[n, channels]`` frames (the layout PortAudio's callback writes), with a lock."""
+
+    def __init__(self, channels: int, capacity: int) -> None:
+        self._buf = np.zeros((capacity, channels), dtype=np.float32)
+        self._read = 0
+        self.level = 0
+        self._lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return self._buf.shape[0]
+
+    def write(self, frames: np.ndarray) -> int:
+        """Append ``[n, channels]``; returns how many of the oldest frames were dropped to make room."""
+        n = frames.shape[0]
+        cap = self.capacity
+        with self._lock:
+            dropped = 0
+            if n > cap:
+                dropped = n - cap
+                frames = frames[-cap:]
+                n = cap
+            over = self.level + n - cap
+            if over > 0:
+                self._skip(over)
+                dropped += over
+            start = (self._read + self.level) % cap
+            first = min(n, cap - start)
+            self._buf[start:start + first] = frames[:first]
+            self._buf[:n - first] = frames[first:]
+            self.level += n
+            return dropped
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` ``[n, channels]`` with the oldest ``n`` frames; the caller checked ``level >= n``."""
+        n = out.shape[0]
+        cap = self.capacity
+        with self._lock:
+            first = min(n, cap - self._read)
+            out[:first] = self._buf[self._read:self._read + first]
+            out[first:n] = self._buf[:n - first]
+            self._read = (self._read + n) % cap
+            self.level -= n
+
+    def drop(self, n: int) -> None:
+        """Discard the oldest ``n`` frames."""
+        with self._lock:
+            self._skip(n)
+
+    def _skip(self, n: int) -> None:
+        n = min(n, self.level)
+        self._read = (self._read + n) % self.capacity
+        self.level -= n
+
+
+class Playback:
+    """An output device fed from a jitter buffer of ``channels`` channels (mono is copied to every device channel).
+
+    ``target`` starts at ``initial_target`` frames and grows by ``grow`` per underrun up to ``max_target``.
+    ``inserted`` counts silent frames played in place of audio (priming and underruns), ``trimmed`` the frames
+    dropped from a buffer that ran far above target: both shift the delay, exactly, by their count.
+    """
+
+    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, channels: int,
+                 initial_target: int, grow: int, max_target: int) -> None:
+        sd = portaudio()
+        self.device = device
+        self.samplerate = samplerate
+        self.channels = channels
+        self.device_channels = min(device.outputs, max(channels, 2))
+        self.blocksize = blocksize
+        self.target = initial_target
+        self.grow = grow
+        self.max_target = max(max_target, initial_target)
+        # Above this level the buffer is trimmed back to target: room for a block and a hop of burstiness on top.
+        self.slack = 2 * blocksize + grow
+        self.fifo = SampleFifo(channels, capacity=self.max_target + self.slack + 4 * blocksize)
+        self.xruns = _Xruns()
+        self.primed = False
+        self.empty = 0  # underrun events of the jitter buffer
+        self.trim_events = 0
+        self.inserted = 0
+        self.trimmed = 0
+        self.lock = threading.Lock()
+        self._space = threading.Condition()
+        try:
+            self.stream = sd.OutputStream(device=device.index, samplerate=samplerate, blocksize=blocksize,
+                                          channels=self.device_channels, dtype="float32", latency=latency,
+                                          callback=self._callback)
+        except (sd.PortAudioError, ValueError) as exc:
+            raise _open_error("output", device, exc) from None
+
+    def write(self, block: np.ndarray) -> None:
+        """Queue float32 ``[channels, n]`` for playback (worker thread)."""
+        if block.shape[1] == 0:
+            return
+        lost = self.fifo.write(np.ascontiguousarray(block.T))
+        if lost:
+            with self.lock:
+                self.trimmed += lost
+                self.trim_events += 1
+
+    def wait_for_room(self, frames: int, stop: threading.Event) -> None:
+        """Block until the buffer has room for ``frames`` more without exceeding ``target`` by more than a block
+        (a file source is paced by the device this way)."""
+        with self._space:
+            while not stop.is_set() and self.fifo.level + frames > self.target + self.blocksize:
+                self._space.wait(0.05)
+
+    def drain(self, timeout: float) -> None:
+        """Wait until everything queued has been played (or ``timeout`` seconds)."""
+        end = time.monotonic() + timeout
+        while self.fifo.level > 0 and time.monotonic() < end:
+            if not self.primed:  # the tail of a short stream may never reach the target: play it anyway
+                self.primed = True
+            time.sleep(0.005)
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self.xruns.note(status, frames)
+        fifo = self.fifo
+        level = fifo.level
+        if not self.primed:
+            if level < self.target:
+                outdata.fill(0.0)
+                self.inserted += frames
+                return
+            self.primed = True
+        pad = 0
+        if level < frames:
+            # Underrun: a gap of the missing frames plus one hop more, so the next ones find the buffer ahead.
+            pad = min(frames, frames - level + self.grow)
+            with self.lock:
+                self.empty += 1
+                self.inserted += pad
+                self.target = min(self.max_target, self.target + self.grow)
+            outdata[:pad] = 0.0
+        if pad < frames:
+            if self.channels == self.device_channels:
+                fifo.read_into(outdata[pad:])
+            else:
+                mono = np.empty((frames - pad, self.channels), dtype=np.float32)
+                fifo.read_into(mono)
+                outdata[pad:] = mono.mean(axis=1, keepdims=True) if self.channels > 1 else mono
+        excess = fifo.level - self.target
+        if excess > self.slack:
+            fifo.drop(excess)
+            with self.lock:
+                self.trimmed += excess
+                self.trim_events += 1
+        with self._space:
+            self._space.notify()
+
+    @property
+    def latency(self) -> float:
+        """PortAudio's output latency in seconds."""
+        return float(self.stream.latency)
+
+    @property
+    def underruns(self) -> int:
+        return self.xruns.flag_underruns + self.empty
+
+    @property
+    def overruns(self) -> int:
+        return self.xruns.flag_overruns + self.trim_events
+
+
+def phase_offset(capture: Capture, playback: Playback) -> float | None:
+    """How many frames later the output stream's frame 0 was handed to PortAudio than the input stream's frame 0
+    (float frames; None until both streams have run)."""
+    t_in = capture.xruns.origin(capture.samplerate)
+    t_out = playback.xruns.origin(playback.samplerate)
+    if t_in is None or t_out is None:
+        return None
+    return (t_out - t_in) * capture.samplerate
+
+
+def pipeline_delay(capture: Capture, playback: Playback, engine_latency: int) -> int | None:
+    """Frames from an input sample's callback to its output sample's callback, beyond what PortAudio reports as
+    the two streams' latencies: the phase between the streams, the engine's latency, and the jitter buffer's
+    net inserted frames (priming and underrun silence, minus trimmed and dropped frames).
+
+    Output frame ``p`` carries engine output ``m = p - inserted + trimmed``, which is engine input
+    ``m - engine_latency``, which is input frame ``k = m - engine_latency + dropped``; so the delay is
+    ``offset + p - k = offset + engine_latency + inserted - trimmed - dropped``.
+    """
+    offset = phase_offset(capture, playback)
+    if offset is None:
+        return None
+    with playback.lock:
+        net = playback.inserted - playback.trimmed
+    return round(offset) + engine_latency + net - capture.dropped
