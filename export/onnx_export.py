@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
@@ -40,14 +39,14 @@ from export.quantize import cast_weights_fp16, fixed_transform_nodes, quantize_i
 from export.verify import ExportError, VerifyReport, verify_export
 from realtime.errors import ConfigError
 from realtime.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec, StateSpec, weights_digest
+from training.checkpoint import denoise_version
 from training.models import FrameGenerator, SeganGenerator, build_generator, config_dict, count_parameters
 
 DEFAULT_OPSET = 17
-# GRU with an initial-state input and the integer ops of dynamic quantization need opset 11; 20 is the
-# newest opset PyTorch's TorchScript exporter writes.
+# The range checked (export, int8, parity) for both presets; at 10 and below the exporter falls back on
+# deprecated operator forms, and 20 is the newest opset PyTorch's TorchScript exporter writes.
 MIN_OPSET, MAX_OPSET = 11, 20
 DEFAULT_PREEMPHASIS = 0.95
-PRECISIONS = ("fp32", "int8", "fp16")
 # Batch size the graph is traced with. Verification runs batch 2 and the engine batch 1, so a batch size
 # baked into a Reshape by mistake is caught rather than matching by coincidence.
 TRACE_BATCH = 3
@@ -120,17 +119,6 @@ def _finite_metrics(metrics: Any) -> dict[str, float]:
     return out
 
 
-def _denoise_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("denoise")
-    except Exception:  # a source tree that is not pip-installed
-        from realtime import __version__
-
-        return __version__
-
-
 def weights_sha256(generator: FrameGenerator) -> str:
     """SHA-256 of the generator's float32 weights in ``state_dict`` order (identifies the checkpoint)."""
     return weights_digest([t.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -170,7 +158,7 @@ def build_spec(generator: FrameGenerator, meta: Mapping[str, Any], precision: st
 def model_metadata(generator: FrameGenerator, spec: ModelSpec) -> dict[str, str]:
     """``metadata_props`` of an export: the spec plus the exporting version and the generator config."""
     md = spec.to_metadata()
-    md["denoise_version"] = _denoise_version()
+    md["denoise_version"] = denoise_version()
     md["config"] = json.dumps(config_dict(generator.cfg), sort_keys=True)
     return md
 
@@ -192,7 +180,8 @@ def _constants_to_initializers(model: onnx.ModelProto) -> None:
 def trace(generator: FrameGenerator, path: Path, opset: int) -> onnx.ModelProto:
     """Trace one hop of ``generator`` into ONNX at ``path`` and return the loaded, normalised model."""
     specs = generator.state_spec()
-    frame = torch.randn(TRACE_BATCH, generator.window) * 0.1
+    # A private RNG: tracing must not move the caller's global random state (e.g. mid-training).
+    frame = 0.1 * torch.randn(TRACE_BATCH, generator.window, generator=torch.Generator().manual_seed(0))
     state = tuple(torch.zeros(TRACE_BATCH, *shape) for _, _, shape in specs)
     names_in = [INPUT_NAME, *(i for i, _, _ in specs)]
     names_out = [OUTPUT_NAME, *(o for _, o, _ in specs)]
@@ -279,16 +268,19 @@ def _write_verified(graph_gen: FrameGenerator, spec: ModelSpec, metadata: dict[s
     model.doc_string = (f"denoise {spec.preset} frame model: one call per {spec.hop}-sample hop "
                         f"({spec.hop_ms:g} ms), algorithmic latency {spec.latency_ms:g} ms.")
     helper.set_model_props(model, metadata)
+    reference = None
+    if spec.precision != "fp32":
+        onnx.save(model, str(fp32_path))  # quantization's input, and the timing reference
+        reference = fp32_path
     if spec.precision == "fp16":
         model = cast_weights_fp16(model)
     elif spec.precision == "int8":
-        onnx.save(model, str(fp32_path))
         fixed = [b.numpy() for name, b in graph_gen.named_buffers() if name not in graph_gen.state_dict()]
         quantize_int8(fp32_path, final, spec.preset, exclude=fixed_transform_nodes(model, fixed))
         model = onnx.load(str(final))
         helper.set_model_props(model, metadata)  # written again: the quantizer's copy is not relied upon
     onnx.save(model, str(final))
-    report = verify_export(final, graph_gen) if verify else None
+    report = verify_export(final, graph_gen, reference=reference, source=str(output)) if verify else None
     os.replace(final, output)
     return report
 
@@ -316,7 +308,11 @@ def summary(report: ExportReport) -> list[str]:
         lines.append("  not verified (--no-verify)")
         return lines
     rtf = v.per_hop_us / (1e3 * spec.hop_ms)
-    lines.append(f"  ONNX Runtime CPU, 1 thread: {v.per_hop_us:.0f} us per hop (real-time factor {rtf:.3f})")
+    timing = f"  ONNX Runtime CPU, 1 thread: {v.per_hop_us:.0f} us per hop (real-time factor {rtf:.3f})"
+    if v.reference_per_hop_us:
+        timing += (f"; float32 {v.reference_per_hop_us:.0f} us, speed-up "
+                   f"x{v.reference_per_hop_us / v.per_hop_us:.2f}")
+    lines.append(timing)
     parity = (f"  parity vs PyTorch over {v.hops} hops ({' + '.join(v.signals)}): max |err| {v.max_err_step:.2e} "
               f"(step loop), {v.max_err_frames:.2e} (forward_frames)")
     if spec.state:

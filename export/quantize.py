@@ -2,6 +2,8 @@
 
 * ``int8``: ONNX Runtime dynamic quantization of the learned matrix products: int8 weights, activations
   quantized per call, so no calibration set is needed and the recurrent state stays float32 between hops.
+  The activation scale is per call and so shared by a batch: with several streams batched in one session, one
+  stream's level slightly changes another's rounding (verification runs batch 2 and measures with that).
 * ``fp16``: weights *stored* as float16 with a ``Cast`` back to float32 in front of their consumers, so the
   file halves while every operator, the I/O and the recurrent state stay float32 (ONNX Runtime folds the
   casts once at session start, so a hop costs the same as float32). A full float16 graph
@@ -30,6 +32,11 @@ The DFT matrices must stay float32: 8-bit steps on a transform that every bin of
 destroy the signal. ConvInteger is slower than float Conv on these small 1-D convolutions, ConvTranspose has
 no integer kernel, and ONNX Runtime has no quantized GRU (only LSTM), so those stay float32; the model is
 small enough that per-operator overhead, not arithmetic, dominates, which bounds the gain at ~10 %.
+
+SEGAN (full size, untrained weights, 16384-sample windows) has only convolutions: its encoder Convs quantize to
+ConvInteger (file 227 -> 154 MB, SI-SDR 64-66 dB against float32), but ONNX Runtime's ConvInteger ran about
+twice as slow as float Conv per window (~240-270 ms vs ~130 ms, one thread). ``--quantize int8`` on SEGAN thus
+buys size, not speed; the export summary prints both timings.
 """
 
 from __future__ import annotations
@@ -43,10 +50,12 @@ from onnx import helper, numpy_helper
 
 from export.verify import ExportError
 
-# See the table in the module docstring: MatMul only, one scale per weight tensor.
-INT8_OP_TYPES = ("MatMul",)
+# See the measurements in the module docstring: one scale per weight tensor; lowlat's MatMuls (DFT excluded),
+# SEGAN's encoder convolutions (it has no MatMul; its transposed convolutions have no integer kernel).
+INT8_OP_TYPES = {"lowlat": ("MatMul",), "segan": ("Conv",)}
 INT8_PER_CHANNEL = False
-# Weights smaller than this are kept in float16 storage as float32: a Cast node costs more than it saves.
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
+# Initializers with fewer elements stay float32: a Cast node costs more than the bytes it would save.
 FP16_MIN_ELEMENTS = 16
 
 
@@ -70,20 +79,29 @@ def fixed_transform_nodes(model: onnx.ModelProto, fixed: list[np.ndarray]) -> li
     return [n.name for n in model.graph.node if matches.intersection(n.input)]
 
 
-def quantize_int8(src: Path, dst: Path, exclude: list[str]) -> None:
-    """Dynamically quantize the float32 model ``src`` into ``dst`` (int8 weights); ``exclude``: node names."""
+def quantize_int8(src: Path, dst: Path, preset: str, exclude: list[str]) -> None:
+    """Dynamically quantize the float32 ``preset`` model ``src`` into ``dst`` (int8 weights).
+
+    ``exclude``: names of nodes to keep float32 (see :func:`fixed_transform_nodes`).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if preset not in INT8_OP_TYPES:
+        raise ExportError(f"int8 quantization has not been measured for the {preset!r} preset.",
+                          f"export it in float32 (drop --quantize), or use one of {sorted(INT8_OP_TYPES)}.")
     # quantize_dynamic warns through the root logger that pre-processing was skipped: shape inference is all
     # it would add here, and the exported graph already carries its shapes.
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(src, dst, op_types_to_quantize=list(INT8_OP_TYPES), per_channel=INT8_PER_CHANNEL,
+        quantize_dynamic(src, dst, op_types_to_quantize=list(INT8_OP_TYPES[preset]), per_channel=INT8_PER_CHANNEL,
                          weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
     finally:
         root.setLevel(level)
+    if not INTEGER_OPS.intersection(n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node):
+        raise ExportError(f"int8 quantization of this {preset} model changed no operator "
+                          f"(it quantizes {list(INT8_OP_TYPES[preset])}).", "export it in float32 (drop --quantize).")
 
 
 def cast_weights_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -38,6 +38,7 @@ FP32_ATOL = 1e-4
 MIN_SI_SDR_DB = {"int8": 20.0, "fp16": 30.0}
 # Graph operators that would make the export non-deterministic (SEGAN's latent must be zeros, not sampled).
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+SMALL_MODEL_PARAMETERS = 5_000_000
 EXAMPLE_WAV = Path(__file__).resolve().parents[1] / "examples" / "noisy.wav"
 
 
@@ -57,6 +58,7 @@ class VerifyReport:
     max_err_state: float  # final recurrent state (0.0 without state)
     si_sdr_db: dict[str, float] = field(default_factory=dict)  # reduced precision only, per signal
     per_hop_us: float = 0.0  # median ONNX Runtime time per hop, batch 1, one thread
+    reference_per_hop_us: float | None = None  # the same for the float32 model a reduced-precision one came from
     op_types: tuple[str, ...] = ()
 
 
@@ -174,19 +176,19 @@ def run_hops(sess: ort.InferenceSession, spec: ModelSpec, frames: np.ndarray
     return result, state, times
 
 
-def check_graph(model: onnx.ModelProto, spec: ModelSpec) -> tuple[str, ...]:
+def check_graph(model: onnx.ModelProto, spec: ModelSpec, source: str) -> tuple[str, ...]:
     """Refuse random operators and I/O that does not match the metadata; returns the sorted op types."""
     ops = tuple(sorted({n.op_type for n in model.graph.node}))
     random_ops = RANDOM_OPS.intersection(ops)
     if random_ops:
-        raise ExportError(f"The exported graph contains random operators {sorted(random_ops)}.",
+        raise ExportError(f"{source}: the graph contains random operators {sorted(random_ops)}.",
                           "the latent must be an input or zeros; re-export from an eval-mode generator.")
     expected_in = [INPUT_NAME, *(s.input for s in spec.state)]
     expected_out = [OUTPUT_NAME, *(s.output for s in spec.state)]
     got_in = [i.name for i in model.graph.input]
     got_out = [o.name for o in model.graph.output]
     if got_in != expected_in or got_out != expected_out:
-        raise ExportError(f"The graph's inputs {got_in} / outputs {got_out} do not match the metadata "
+        raise ExportError(f"{source}: the graph's inputs {got_in} / outputs {got_out} do not match the metadata "
                           f"({expected_in} / {expected_out}).", "report this as a bug in `denoise export`.")
     return ops
 
@@ -199,25 +201,35 @@ def default_hops(spec: ModelSpec) -> int:
     return max(4, math.ceil(2.0 * spec.sample_rate / spec.hop))
 
 
+def median_hop_us(sess: ort.InferenceSession, spec: ModelSpec, frames: np.ndarray) -> float:
+    """Median seconds per hop (in microseconds) over ``frames`` ``[1, N, W]``, the first tenth as warm-up."""
+    _, _, times = run_hops(sess, spec, frames)
+    return 1e6 * float(np.median(times[len(times) // 10:] or times))
+
+
 def verify_export(path: Path, generator: FrameGenerator, hops: int | None = None,
-                  atol: float = FP32_ATOL, min_si_sdr_db: float | None = None) -> VerifyReport:
+                  atol: float = FP32_ATOL, min_si_sdr_db: float | None = None,
+                  reference: Path | None = None, source: str | None = None) -> VerifyReport:
     """Check ``path`` (an exported model) against ``generator``; raise :class:`ExportError` with the numbers.
 
     The precision comes from the file's metadata. The torch generator must be the float32 one exported (for
     SEGAN: with its latent folded to zeros, which is what ``forward_frames`` computes without ``z``).
+    ``reference``: the float32 ONNX file a reduced-precision model was made from, timed alongside it.
+    ``source``: how errors name the model (the export writes to a temporary file first).
     """
+    source = source or str(path)
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path), load_external_data=False)
-    spec = parse_metadata({p.key: p.value for p in model.metadata_props}, source=str(path))
-    ops = check_graph(model, spec)
+    spec = parse_metadata({p.key: p.value for p in model.metadata_props}, source=source)
+    ops = check_graph(model, spec, source)
     hops = hops or default_hops(spec)
     n = hops * spec.hop - (spec.window - spec.hop)  # frame_signal pads window - hop on both sides
     audio, names = verification_signals(max(n, spec.hop), spec.sample_rate)
     frames = model_frames(generator, audio, spec.preemphasis)
-    # Hundreds of tiny per-hop calls run fastest on one thread (and leave the other cores alone); a stateless
-    # model's few large windows keep torch's default.
+    # A small model's calls are dominated by per-operator overhead, which extra threads only add to (and they
+    # take cores from whatever else runs); full-size SEGAN's few large windows keep torch's default threads.
     threads = torch.get_num_threads()
-    if spec.state:
+    if sum(p.numel() for p in generator.parameters()) < SMALL_MODEL_PARAMETERS:
         torch.set_num_threads(1)
     try:
         ref_step, ref_full, ref_state = torch_references(generator, frames)
@@ -229,28 +241,30 @@ def verify_export(path: Path, generator: FrameGenerator, hops: int | None = None
     err_full = float(np.max(np.abs(got - ref_full)))
     err_state = max((float(np.max(np.abs(a - b))) for a, b in zip(state, ref_state)), default=0.0)
     if not np.all(np.isfinite(got)):
-        raise ExportError(f"{path}: ONNX Runtime produced non-finite output.", "check the checkpoint's weights.")
-    _, _, times = run_hops(sess, spec, frames.numpy()[1:, :min(frames.shape[1], 200)])
+        raise ExportError(f"{source}: ONNX Runtime produced non-finite output.", "check the checkpoint's weights.")
+    timing = frames.numpy()[1:, :200]
     report = VerifyReport(hops=frames.shape[1], precision=spec.precision, signals=names, max_err_step=err_step,
                           max_err_frames=err_full, max_err_state=err_state,
-                          per_hop_us=1e6 * float(np.median(times[len(times) // 10:] or times)), op_types=ops)
+                          per_hop_us=median_hop_us(sess, spec, timing), op_types=ops)
+    if reference is not None:
+        report.reference_per_hop_us = median_hop_us(session(reference), spec, timing)
     if spec.precision == "fp32":
         worst = max(err_step, err_full, err_state)
         if worst > atol:
             raise ExportError(
-                f"{path}: ONNX Runtime differs from PyTorch by {err_step:.3g} (step loop), {err_full:.3g} "
+                f"{source}: ONNX Runtime differs from PyTorch by {err_step:.3g} (step loop), {err_full:.3g} "
                 f"(forward_frames), {err_state:.3g} (state) over {report.hops} hops; tolerance {atol:g}.",
                 "the export is wrong; report this with the checkpoint (or retry with another --opset).")
         return report
     threshold = MIN_SI_SDR_DB[spec.precision] if min_si_sdr_db is None else min_si_sdr_db
     synth = generator.win_s.numpy()
     ours = synthesize(got, spec, audio.shape[1], synth)
-    reference = synthesize(ref_step, spec, audio.shape[1], synth)
-    report.si_sdr_db = {name: si_sdr(o, r) for name, o, r in zip(names, ours, reference)}
+    theirs = synthesize(ref_step, spec, audio.shape[1], synth)
+    report.si_sdr_db = {name: si_sdr(o, r) for name, o, r in zip(names, ours, theirs)}
     worst_name = min(report.si_sdr_db, key=report.si_sdr_db.__getitem__)
     if report.si_sdr_db[worst_name] < threshold:
         raise ExportError(
-            f"{path}: the {spec.precision} model's output has SI-SDR {report.si_sdr_db[worst_name]:.1f} dB "
+            f"{source}: the {spec.precision} model's output has SI-SDR {report.si_sdr_db[worst_name]:.1f} dB "
             f"against float32 on the {worst_name} signal over {report.hops} hops; at least {threshold:g} dB "
             "is required.",
             "export in float32 (drop --quantize/--fp16), or retrain; quantization hurts this checkpoint too much.")

@@ -8,10 +8,10 @@ Live audio uses two separate streams joined by a worker, never one duplex stream
 stream over two devices was measured to slip samples silently. The PortAudio callbacks only move blocks:
 
 * :class:`Capture` — ``InputStream`` callback -> bounded queue of float32 ``[C, n]`` blocks (full -> overrun).
-* :class:`Playback` — worker -> :class:`SampleFifo` jitter buffer -> ``OutputStream`` callback. Playback starts once
-  the buffer holds ``target`` samples; an empty buffer (underrun) inserts silence and grows ``target`` by
-  ``grow`` samples (one model hop), so overload costs latency instead of repeated glitches; a buffer far above
-  its target (after a stall, or from clock drift between two devices) drops its oldest samples back to the target.
+* :class:`Playback` — worker -> :class:`JitterBuffer` -> ``OutputStream`` callback. Playback starts once the
+  buffer holds its target; an underrun plays silence and grows the target by one model hop, so overload costs
+  latency instead of repeated glitches; a buffer far above its target (after a stall, or from clock drift
+  between two devices) drops its oldest samples back to the target.
 
 Both keep the counters that give the pipeline's exact delay (see :func:`pipeline_delay`) and every xrun.
 """
@@ -180,6 +180,34 @@ def check_rate(device: DeviceInfo, kind: Kind, samplerate: int, channels: int) -
         ) from None
 
 
+class CycleClock:
+    """Stamps each callback with the time of the driver cycle it runs in (``perf_counter`` seconds).
+
+    Some host APIs (JACK) run the callbacks of all of a client's streams one after the other on one thread in
+    each cycle; stamping the second by its own entry time would make its stream look later by the first callback's
+    run time (30-80 us measured, a frame or more). A callback that starts on the thread that finished another one
+    less than ``chain_s`` ago therefore gets that callback's cycle time. Streams on their own threads (ALSA) are
+    stamped at entry.
+    """
+
+    def __init__(self, chain_s: float = 200e-6) -> None:
+        self.chain_s = chain_s
+        self._last: dict[int, tuple[float, float]] = {}  # thread -> (its last cycle time, when that callback ended)
+        self._open: dict[int, float] = {}  # thread -> cycle time of the callback now running on it
+
+    def enter(self) -> float:
+        now = time.perf_counter()
+        thread = threading.get_ident()
+        last = self._last.get(thread)
+        cycle = last[0] if last is not None and now - last[1] < self.chain_s else now
+        self._open[thread] = cycle
+        return cycle
+
+    def leave(self) -> None:
+        thread = threading.get_ident()
+        self._last[thread] = (self._open.get(thread, 0.0), time.perf_counter())
+
+
 class _Xruns:
     """Counters shared by a stream's callback (writer) and the status/summary readers."""
 
@@ -188,11 +216,11 @@ class _Xruns:
         self.flag_overruns = 0
         self.callbacks = 0
         self.frames = 0
-        # (perf_counter at callback entry, stream frame index of the block's first sample)
+        # (cycle time of the callback, stream frame index of the block's first sample)
         self.clock: collections.deque[tuple[float, int]] = collections.deque(maxlen=_CLOCK_SAMPLES)
 
-    def note(self, status: Any, frames: int) -> None:
-        self.clock.append((time.perf_counter(), self.frames))
+    def note(self, cycle: float, status: Any, frames: int) -> None:
+        self.clock.append((cycle, self.frames))
         self.callbacks += 1
         self.frames += frames
         if status:
@@ -220,10 +248,11 @@ class Capture:
     ``overruns`` and ``dropped``).
     """
 
-    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, channels: int = 1,
-                 queue_blocks: int = 32) -> None:
+    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, clock: CycleClock,
+                 channels: int = 1, queue_blocks: int = 32) -> None:
         sd = portaudio()
         self.device = device
+        self.clock = clock
         self.samplerate = samplerate
         self.channels = channels
         self.blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_blocks)
@@ -238,12 +267,13 @@ class Capture:
             raise _open_error("input", device, exc) from None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        self.xruns.note(status, frames)
+        self.xruns.note(self.clock.enter(), status, frames)
         try:
             self.blocks.put_nowait(indata.T.copy())
         except queue.Full:
             self.queue_full += 1
             self.dropped += frames
+        self.clock.leave()
 
     @property
     def latency(self) -> float:
@@ -315,45 +345,39 @@ class SampleFifo:
         self.level -= n
 
 
-class Playback:
-    """An output device fed from a jitter buffer of ``channels`` channels (mono is copied to every device channel).
+class JitterBuffer:
+    """The buffer between the worker and the output callback, and its policy.
 
-    ``target`` starts at ``initial_target`` frames and grows by ``grow`` per underrun up to ``max_target``.
-    ``inserted`` counts silent frames played in place of audio (priming and underruns), ``trimmed`` the frames
-    dropped from a buffer that ran far above target: both shift the delay, exactly, by their count.
+    Holds float32 frames of ``channels`` channels. Playback starts once it holds ``target`` frames (silence is
+    played until then). An empty buffer (underrun) plays the missing frames plus ``grow`` more as silence and
+    raises ``target`` by ``grow`` (up to ``max_target``): overload costs one hop of latency instead of a glitch
+    every block. A level above ``target + slack`` (a stall's backlog, or two devices' clocks drifting apart) drops
+    the oldest frames back to ``target``.
+
+    ``inserted`` counts the silent frames played in place of audio, ``trimmed`` the frames dropped: together they
+    give the exact delay (see :func:`pipeline_delay`). After :meth:`drain` starts, the source has ended and an
+    empty buffer is the end of the stream, not an underrun.
     """
 
-    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, channels: int,
-                 initial_target: int, grow: int, max_target: int) -> None:
-        sd = portaudio()
-        self.device = device
-        self.samplerate = samplerate
+    def __init__(self, channels: int, blocksize: int, initial_target: int, grow: int, max_target: int) -> None:
         self.channels = channels
-        self.device_channels = min(device.outputs, max(channels, 2))
         self.blocksize = blocksize
         self.target = initial_target
         self.grow = grow
         self.max_target = max(max_target, initial_target)
-        # Above this level the buffer is trimmed back to target: room for a block and a hop of burstiness on top.
-        self.slack = 2 * blocksize + grow
+        self.slack = 2 * blocksize + grow  # a block of callback granularity and a hop of engine burstiness, twice
         self.fifo = SampleFifo(channels, capacity=self.max_target + self.slack + 4 * blocksize)
-        self.xruns = _Xruns()
         self.primed = False
-        self.empty = 0  # underrun events of the jitter buffer
+        self.draining = False
+        self.empty = 0  # underrun events
         self.trim_events = 0
         self.inserted = 0
         self.trimmed = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the counters read together by pipeline_delay
         self._space = threading.Condition()
-        try:
-            self.stream = sd.OutputStream(device=device.index, samplerate=samplerate, blocksize=blocksize,
-                                          channels=self.device_channels, dtype="float32", latency=latency,
-                                          callback=self._callback)
-        except (sd.PortAudioError, ValueError) as exc:
-            raise _open_error("output", device, exc) from None
 
     def write(self, block: np.ndarray) -> None:
-        """Queue float32 ``[channels, n]`` for playback (worker thread)."""
+        """Queue float32 ``[channels, n]`` (worker thread); a full buffer loses its oldest frames (counted)."""
         if block.shape[1] == 0:
             return
         lost = self.fifo.write(np.ascontiguousarray(block.T))
@@ -363,54 +387,92 @@ class Playback:
                 self.trim_events += 1
 
     def wait_for_room(self, frames: int, stop: threading.Event) -> None:
-        """Block until the buffer has room for ``frames`` more without exceeding ``target`` by more than a block
-        (a file source is paced by the device this way)."""
+        """Block until ``frames`` more fit without exceeding ``target`` by more than a block (how a file source
+        is paced by the output device)."""
         with self._space:
             while not stop.is_set() and self.fifo.level + frames > self.target + self.blocksize:
                 self._space.wait(0.05)
 
     def drain(self, timeout: float) -> None:
-        """Wait until everything queued has been played (or ``timeout`` seconds)."""
+        """Play out everything queued, even below target (or give up after ``timeout`` seconds)."""
+        self.draining = True
         end = time.monotonic() + timeout
         while self.fifo.level > 0 and time.monotonic() < end:
-            if not self.primed:  # the tail of a short stream may never reach the target: play it anyway
-                self.primed = True
             time.sleep(0.005)
 
-    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        self.xruns.note(status, frames)
-        fifo = self.fifo
-        level = fifo.level
+    def fill(self, outdata: np.ndarray) -> None:
+        """The output callback's work: fill ``outdata`` float32 ``[frames, device channels]``."""
+        frames = outdata.shape[0]
+        level = self.fifo.level
+        if self.draining:
+            take = min(level, frames)
+            self._read(outdata, 0, take)
+            outdata[take:] = 0.0
+            return
         if not self.primed:
             if level < self.target:
                 outdata.fill(0.0)
-                self.inserted += frames
+                with self.lock:
+                    self.inserted += frames
                 return
             self.primed = True
         pad = 0
         if level < frames:
-            # Underrun: a gap of the missing frames plus one hop more, so the next ones find the buffer ahead.
             pad = min(frames, frames - level + self.grow)
             with self.lock:
                 self.empty += 1
                 self.inserted += pad
                 self.target = min(self.max_target, self.target + self.grow)
             outdata[:pad] = 0.0
-        if pad < frames:
-            if self.channels == self.device_channels:
-                fifo.read_into(outdata[pad:])
-            else:
-                mono = np.empty((frames - pad, self.channels), dtype=np.float32)
-                fifo.read_into(mono)
-                outdata[pad:] = mono.mean(axis=1, keepdims=True) if self.channels > 1 else mono
-        excess = fifo.level - self.target
+        self._read(outdata, pad, frames)
+        excess = self.fifo.level - self.target
         if excess > self.slack:
-            fifo.drop(excess)
+            self.fifo.drop(excess)
             with self.lock:
                 self.trimmed += excess
                 self.trim_events += 1
         with self._space:
             self._space.notify()
+
+    def _read(self, outdata: np.ndarray, start: int, end: int) -> None:
+        """Fill ``outdata[start:end]`` from the buffer, mapping its channels onto the device's (mono is copied to
+        every device channel, other mismatches are downmixed)."""
+        if end <= start:
+            return
+        if outdata.shape[1] == self.channels:
+            self.fifo.read_into(outdata[start:end])
+            return
+        frames = np.empty((end - start, self.channels), dtype=np.float32)
+        self.fifo.read_into(frames)
+        outdata[start:end] = frames.mean(axis=1, keepdims=True) if self.channels > 1 else frames
+
+
+class Playback:
+    """An output device fed by a :class:`JitterBuffer` of ``channels`` channels; the device gets up to two
+    (a mono stream is played on both sides of a stereo device)."""
+
+    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, clock: CycleClock,
+                 buffer: JitterBuffer) -> None:
+        sd = portaudio()
+        self.device = device
+        self.clock = clock
+        self.samplerate = samplerate
+        self.buffer = buffer
+        self.device_channels = min(device.outputs, max(buffer.channels, 2))
+        self.xruns = _Xruns()
+        try:
+            self.stream = sd.OutputStream(device=device.index, samplerate=samplerate, blocksize=blocksize,
+                                          channels=self.device_channels, dtype="float32", latency=latency,
+                                          callback=self._callback)
+        except (sd.PortAudioError, ValueError) as exc:
+            raise _open_error("output", device, exc) from None
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self.xruns.note(self.clock.enter(), status, frames)
+        try:
+            self.buffer.fill(outdata)
+        finally:
+            self.clock.leave()
 
     @property
     def latency(self) -> float:
@@ -419,11 +481,11 @@ class Playback:
 
     @property
     def underruns(self) -> int:
-        return self.xruns.flag_underruns + self.empty
+        return self.xruns.flag_underruns + self.buffer.empty
 
     @property
     def overruns(self) -> int:
-        return self.xruns.flag_overruns + self.trim_events
+        return self.xruns.flag_overruns + self.buffer.trim_events
 
 
 def phase_offset(capture: Capture, playback: Playback) -> float | None:
@@ -448,6 +510,7 @@ def pipeline_delay(capture: Capture, playback: Playback, engine_latency: int) ->
     offset = phase_offset(capture, playback)
     if offset is None:
         return None
-    with playback.lock:
-        net = playback.inserted - playback.trimmed
+    buffer = playback.buffer
+    with buffer.lock:
+        net = buffer.inserted - buffer.trimmed
     return round(offset) + engine_latency + net - capture.dropped

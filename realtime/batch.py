@@ -106,7 +106,8 @@ def check_jobs(jobs: list[Job], overwrite: bool) -> None:
                 raise DenoiseError(f"Output {j.target} is a folder.", "choose an output file name.")
             existing.append(j.target)
     if existing and not overwrite:
-        shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        shown = ", ".join(str(p) for p in existing[:3]) + more
         raise DenoiseError(f"{len(existing)} output file(s) already exist: {shown}.",
                            "pass --overwrite to replace them, or choose another -o.")
 

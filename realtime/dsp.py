@@ -53,24 +53,44 @@ class PreEmphasis:
 
 
 class DeEmphasis:
-    """Streaming de-emphasis with one output sample of memory per channel. Blocks: ``[C, n]`` float32."""
+    """Streaming de-emphasis with one output sample of memory per channel. Blocks: ``[C, n]`` float32.
+
+    The engine calls this once per hop with the same block length, so the recursion is unrolled into a cached
+    lower-triangular matrix ``M[i, j] = coef**(i - j)`` and a carry vector ``coef**(i + 1)``: one small matrix
+    product instead of a per-call ``lfilter`` set-up, which dominated the per-hop Python overhead.
+    """
+
+    _MAX_UNROLLED = 1024
 
     def __init__(self, coef: float, channels: int = 1) -> None:
         self.coef = float(coef)
-        self._prev = np.zeros(channels, dtype=np.float64)
+        self._prev = np.zeros(channels, dtype=np.float32)
+        self._unrolled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def reset(self) -> None:
         self._prev[:] = 0.0
 
+    def _matrices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if n not in self._unrolled:
+            i = np.arange(n)
+            lag = i[:, None] - i[None, :]
+            mat = np.where(lag >= 0, self.coef ** np.maximum(lag, 0), 0.0)
+            self._unrolled[n] = (mat.T.astype(np.float32), (self.coef ** (i + 1.0)).astype(np.float32))
+        return self._unrolled[n]
+
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        if block.shape[-1] == 0:
+        n = block.shape[-1]
+        if n == 0 or self.coef == 0.0:
             return block.astype(np.float32, copy=True)
-        if self.coef == 0.0:
-            return block.astype(np.float32, copy=True)
-        y, _ = lfilter([1.0], [1.0, -self.coef], block.astype(np.float64), axis=-1,
-                       zi=(self.coef * self._prev)[..., None])
+        if n <= self._MAX_UNROLLED:
+            mat_t, carry = self._matrices(n)
+            y = block.astype(np.float32, copy=False) @ mat_t + self._prev[..., None] * carry
+        else:
+            y, _ = lfilter([1.0], [1.0, -self.coef], block.astype(np.float64), axis=-1,
+                           zi=(self.coef * self._prev.astype(np.float64))[..., None])
+            y = y.astype(np.float32)
         self._prev = y[..., -1].copy()
-        return y.astype(np.float32)
+        return y
 
 
 def window(name: str, length: int) -> np.ndarray:

@@ -31,13 +31,12 @@ class Framer:
         """Samples still missing before the next frame is complete."""
         return self.hop - self._fill
 
-    def push(self, samples: np.ndarray) -> bool:
-        """Append ``samples`` float32 ``[C, n]`` with ``n <= needed``; True when a frame is complete."""
+    def push(self, samples: np.ndarray) -> None:
+        """Append ``samples`` float32 ``[C, n]`` with ``n <= needed`` (the frame is complete when ``needed`` is 0)."""
         n = samples.shape[1]
         start = self._keep + self._fill
         self.buffer[:, start:start + n] = samples
         self._fill += n
-        return self._fill == self.hop
 
     def emit(self, out: np.ndarray) -> None:
         """Write the complete frame times the analysis window into ``out`` ``[C, window]`` and slide by a hop."""
@@ -54,28 +53,29 @@ class Framer:
 class OverlapAdd:
     """Streaming synthesis: multiply each model frame by the synthesis window and overlap-add it.
 
-    Keeps the ``window - hop`` tail of the sum; each :meth:`add` makes one hop of samples final.
+    Keeps the running sum of the ``window - hop`` samples that later frames still add to; each :meth:`add` makes
+    one hop of samples final.
     """
 
     def __init__(self, channels: int, window: int, hop: int, synthesis: np.ndarray) -> None:
         self.window = window
         self.hop = hop
         self.synthesis = synthesis.astype(np.float32)
-        self._acc = np.zeros((channels, window), dtype=np.float32)
+        self._tail = np.zeros((channels, window - hop), dtype=np.float32)
         self._tmp = np.zeros((channels, window), dtype=np.float32)
-        self._keep = window - hop
 
     def add(self, frame: np.ndarray, out: np.ndarray) -> None:
         """Add ``frame`` float32 ``[C, window]``; write the hop that is now final into ``out`` ``[C, hop]``."""
-        np.multiply(frame, self.synthesis, out=self._tmp)
-        self._acc += self._tmp
-        out[...] = self._acc[:, :self.hop]
-        if self._keep:
-            self._acc[:, :self._keep] = self._acc[:, self.hop:]
-        self._acc[:, self._keep:] = 0.0
+        tmp = self._tmp
+        np.multiply(frame, self.synthesis, out=tmp)
+        keep = self._tail.shape[1]
+        if keep:
+            tmp[:, :keep] += self._tail
+            self._tail[...] = tmp[:, self.hop:]
+        out[...] = tmp[:, :self.hop]
 
     def reset(self) -> None:
-        self._acc[...] = 0.0
+        self._tail[...] = 0.0
 
 
 def frames_view(padded: np.ndarray, window: int, hop: int) -> np.ndarray:

@@ -205,10 +205,12 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec, source: str) ->
         arg = inputs.get(name) or outputs[name]
         if arg.type != _FLOAT:
             raise ModelError(f"{source}: '{name}' is {arg.type}, expected {_FLOAT} (float32).", fix)
+        if arg.shape is None:  # rank unknown to ONNX Runtime: nothing to check before the first run
+            continue
         shape = list(arg.shape)
         if not shape or not _dims_match(shape[1:], tail):
-            raise ModelError(f"{source}: '{name}' has shape {shape}, the metadata implies [B, {', '.join(map(str, tail))}].",
-                             fix)
+            implied = ", ".join(["B", *map(str, tail)])
+            raise ModelError(f"{source}: '{name}' has shape {shape}, the metadata implies [{implied}].", fix)
         if isinstance(shape[0], int):
             batches.add(shape[0])
     if len(batches) > 1:

@@ -44,8 +44,9 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 class StreamResampler:
     """Streaming rational resampler ``rate_in -> rate_out`` over ``channels`` streams (float32 ``[C, n]`` blocks).
 
-    Output sample ``j`` equals the band-limited input at output time ``j - delay`` (``delay`` in output samples,
-    an integer plus ``extra_delay``, which must lie in ``[0, 1)`` and is realised to 1/``down`` of a sample).
+    Output sample ``j`` is the band-limited input at output time ``j - delay``; ``delay`` (output samples) is a
+    whole number plus ``extra_delay`` (in ``[0, 1)``, realised to 1/``down`` of a sample), so a chain of
+    resamplers can be made to delay by a whole number of samples.
     """
 
     def __init__(self, rate_in: int, rate_out: int, channels: int, extra_delay: float = 0.0) -> None:
@@ -55,15 +56,14 @@ class StreamResampler:
         self.up = rate_out // g
         self.down = rate_in // g
         self.channels = channels
-        if self.up == self.down:
-            self.delay = 0.0
-            self._poly = None
+        self.identity = self.up == self.down
+        self.delay = 0.0
+        if self.identity:
             return
         hi_rate = rate_in * self.up  # rate of the zero-stuffed signal the prototype filter runs at
         nyquist = min(rate_in, rate_out) / 2.0
-        width = (1.0 - _PASSBAND) * nyquist
-        taps, beta = kaiserord(_STOPBAND_DB, width / (hi_rate / 2.0))
-        # Odd length 2*down*q + 1 makes the group delay (length-1)/2 exactly q output samples.
+        taps, beta = kaiserord(_STOPBAND_DB, (1.0 - _PASSBAND) * nyquist / (hi_rate / 2.0))
+        # Odd length 2*down*q + 1 makes the group delay, (length - 1) / 2, exactly q output samples.
         q = math.ceil((taps - 1) / (2 * self.down))
         length = 2 * self.down * q + 1
         proto = firwin(length, (_PASSBAND + 1.0) / 2.0 * nyquist, window=("kaiser", beta), fs=hi_rate)
@@ -72,36 +72,36 @@ class StreamResampler:
         padded = np.zeros(self._k * self.up)
         padded[:length] = proto
         poly = padded.reshape(self._k, self.up).T[:, ::-1]  # [up, K]: phase p, taps oldest input first
-        # Consecutive outputs step through the phases in the order (i * down) % up; store the coefficient rows in
-        # that order, twice over, so a block's rows are one contiguous slice instead of a gather.
+        # Consecutive outputs step through the phases in the order (i * down) % up; the coefficient rows are stored
+        # in that order, twice over, so a block's rows are one contiguous slice instead of a gather.
         order = (np.arange(self.up) * self.down) % self.up
         self._coefs = np.ascontiguousarray(np.tile(poly[order], (2, 1)), dtype=np.float32)  # [2*up, K]
         self._position = np.empty(self.up, dtype=np.int64)
-        self._position[order] = np.arange(self.up)  # phase -> its index in `order`
-        self._poly = poly
+        self._position[order] = np.arange(self.up)  # phase -> its row in `order`
         # Starting the output grid `shift` high-rate samples early delays every output by shift/down samples;
         # the earliest outputs then reach up to `lead` samples before the first input, so keep that much more history.
         self._shift = int(round(extra_delay * self.down)) % self.down
         self._lead = -(-self._shift // self.up)
         self._hist = self._k - 1 + self._lead
         self.delay = q + self._shift / self.down
+        # Input buffer [C, hist + n]: history, then the current block; its K-sample windows are a fixed strided view.
         self._buf = np.zeros((channels, self._hist + 1024), dtype=np.float32)
-        self._windows = np.lib.stride_tricks.sliding_window_view(self._buf, self._k, axis=1)  # [C, *, K] view
+        self._windows = np.lib.stride_tricks.sliding_window_view(self._buf, self._k, axis=1)
         self.reset()
 
     def reset(self) -> None:
-        if self._poly is None:
+        if self.identity:
             return
         self._buf[...] = 0.0
         self._next = -self._shift  # high-rate index of the next output, relative to the next input sample
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """float32 ``[C, n]`` -> float32 ``[C, m]``: every output sample whose inputs have all arrived."""
-        if self._poly is None:
+        if self.identity:
             return block
         n = block.shape[1]
         hist = self._hist
-        if hist + n > self._buf.shape[1]:  # grow (rare: only for a block longer than any before)
+        if hist + n > self._buf.shape[1]:  # grow (only for a block longer than any before)
             grown = np.zeros((self.channels, hist + n), dtype=np.float32)
             grown[:, :hist] = self._buf[:, :hist]
             self._buf = grown

@@ -181,7 +181,7 @@ def parse_metadata(md: Mapping[str, str], source: str = "model") -> ModelSpec:
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{source}: metadata 'state' or 'metrics' is not valid JSON of the expected shape.",
                          "re-export it with `denoise export`.") from exc
-    known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
+    known = set(REQUIRED_KEYS) | {"train_step", "metrics", "weights_sha256", "precision"}
     return ModelSpec(
         preset=md["preset"],
         sample_rate=sample_rate,

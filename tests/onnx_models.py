@@ -8,6 +8,8 @@ They let the engine, ``enhance`` and ``bench`` be tested before a trained model 
   starts produce output, so streaming and offline must agree on those too.
 * :func:`ema_model` — an exponential moving average over frames carried in a state tensor ``[B, 1, window]``:
   ``s' = decay * s + (1 - decay) * frame``, ``enhanced = s'``. Its output depends on history.
+* :func:`lookahead_model` — a pure delay of ``lookahead`` samples (the previous frame is its state), declared as
+  lookahead in the metadata: the engine must add it to the latency it reports and compensates.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ IR_VERSION = 8
 
 def make_spec(window: int = 256, hop: int = 128, sample_rate: int = 16000, analysis: str = "sqrt_hann",
               synthesis: str = "sqrt_hann", preemphasis: float = 0.95, state: tuple[StateSpec, ...] = (),
-              preset: str = "test") -> ModelSpec:
-    return ModelSpec(preset=preset, sample_rate=sample_rate, window=window, hop=hop, lookahead=0,
+              preset: str = "test", lookahead: int = 0) -> ModelSpec:
+    return ModelSpec(preset=preset, sample_rate=sample_rate, window=window, hop=hop, lookahead=lookahead,
                      analysis_window=analysis, synthesis_window=synthesis, preemphasis=preemphasis, state=state)
 
 
@@ -86,6 +88,28 @@ def ema_model(path: Path, decay: float = 0.9, spec: ModelSpec | None = None) -> 
         nodes, "ema",
         [_io(INPUT_NAME, ["B", spec.window]), _io(state.input, ["B", 1, spec.window])],
         [_io(OUTPUT_NAME, ["B", spec.window]), _io(state.output, ["B", 1, spec.window])],
+        initializer=inits,
+    )
+    return _save(graph, spec.to_metadata(), path)
+
+
+def lookahead_model(path: Path, lookahead: int, window: int = 64, preemphasis: float = 0.9) -> Path:
+    """Delays the stream by ``lookahead`` samples: ``enhanced = (previous frame's last samples, this frame's
+    first samples)``, with non-overlapping frames (hop = window, ``ones`` windows) and the previous frame as state."""
+    state = StateSpec("prev_in", "prev_out", (window,))
+    spec = make_spec(window, window, analysis="ones", synthesis="ones", preemphasis=preemphasis, state=(state,),
+                     lookahead=lookahead)
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("tail_start", [window - lookahead]), ("tail_end", [window]), ("head_start", [0]),
+              ("head_end", [window - lookahead]), ("axis1", [1]))]
+    nodes = [helper.make_node("Slice", [state.input, "tail_start", "tail_end", "axis1"], ["tail"]),
+             helper.make_node("Slice", [INPUT_NAME, "head_start", "head_end", "axis1"], ["head"]),
+             helper.make_node("Concat", ["tail", "head"], [OUTPUT_NAME], axis=1),
+             helper.make_node("Identity", [INPUT_NAME], [state.output])]
+    graph = helper.make_graph(
+        nodes, "lookahead",
+        [_io(INPUT_NAME, ["B", window]), _io(state.input, ["B", window])],
+        [_io(OUTPUT_NAME, ["B", window]), _io(state.output, ["B", window])],
         initializer=inits,
     )
     return _save(graph, spec.to_metadata(), path)

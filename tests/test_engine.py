@@ -16,7 +16,7 @@ from realtime.engine import StreamingEngine, enhance_offline
 from realtime.errors import AudioFormatError, ConfigError, DeviceError, ModelError
 from realtime.model import FrameModel, load_model
 from realtime.spec import StateSpec
-from onnx_models import ema_model, gain_model, identity_model, make_spec
+from onnx_models import ema_model, gain_model, identity_model, lookahead_model, make_spec
 
 _MODELS: dict[str, FrameModel] = {}
 
@@ -121,6 +121,17 @@ def test_identity_reconstructs_input_delayed_by_latency() -> None:
     assert lat == 128
     np.testing.assert_allclose(y[:, lat:], x, atol=1e-5)
     np.testing.assert_allclose(y[:, :lat], 0.0, atol=1e-7)
+    np.testing.assert_allclose(enhance_offline(fm, x), x, atol=1e-5)
+
+
+def test_lookahead_is_part_of_the_latency(tmp_path: Path) -> None:
+    fm = load_model(lookahead_model(tmp_path / "la.onnx", lookahead=20))
+    assert fm.spec.latency_samples == 20  # window == hop: the model's lookahead is all the latency
+    x = _noise(2, 1000, seed=6)
+    engine = StreamingEngine(fm, 2)
+    y = _stream(engine, x, [1, 13, 64, 200])
+    assert engine.latency_samples == 20 and y.shape == (2, 1020)
+    np.testing.assert_allclose(y[:, 20:], x, atol=1e-5)
     np.testing.assert_allclose(enhance_offline(fm, x), x, atol=1e-5)
 
 

@@ -60,6 +60,15 @@ def torch_frames(gen: torch.nn.Module, audio: np.ndarray, coef: float) -> torch.
     return frames * gen.win_a
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Any:
+    """Tiny models run fastest on one thread, and the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def lowlat(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path, Path, Any]:
     """(generator, checkpoint, fp32 export, export report) of a tiny lowlat model, exported once via the CLI path."""
@@ -263,6 +272,7 @@ def test_int8_export_loads_and_reports_its_quality(lowlat: Any, tmp_path: Path) 
     assert report.verify is not None and set(report.verify.si_sdr_db) == set(report.verify.signals)
     assert len(report.verify.signals) == 2 and report.verify.signals[0] == "random"
     assert min(report.verify.si_sdr_db.values()) >= 20.0
+    assert report.verify.reference_per_hop_us and report.verify.per_hop_us > 0  # the speed-up is measured
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     model = load_model(tmp_path / "int8.onnx")
@@ -304,7 +314,7 @@ def test_a_failed_verification_leaves_no_file(lowlat: Any, tmp_path: Path, monke
     from export import onnx_export
     from training.checkpoint import load_generator
 
-    def failing(path: Path, generator: torch.nn.Module) -> None:
+    def failing(path: Path, generator: torch.nn.Module, **kwargs: Any) -> None:
         raise ExportError("parity 1.0 > 1e-4")
 
     monkeypatch.setattr(onnx_export, "verify_export", failing)
@@ -336,3 +346,28 @@ def test_bad_options_are_refused_before_loading(tmp_path: Path, options: dict[st
     args = {"opset": 17, "quantize": None, "fp16": False, "verify": True, **options}
     with pytest.raises(ConfigError, match=message):
         export_cli(tmp_path / "missing.pt", tmp_path / "m.onnx", **args)
+
+
+def test_segan_int8_quantizes_its_encoder_convolutions(tmp_path: Path) -> None:
+    gen = tiny_generator("segan")
+    ckpt = write_checkpoint(tmp_path / "segan.pt", gen)
+    from training.checkpoint import load_generator
+
+    report = export_with_report(*load_generator(ckpt), tmp_path / "segan8.onnx", quantize="int8")
+    assert report.verify is not None and min(report.verify.si_sdr_db.values()) >= 20.0
+    assert "ConvInteger" in {n.op_type for n in onnx.load(str(tmp_path / "segan8.onnx")).graph.node}
+    assert load_model(tmp_path / "segan8.onnx").spec.precision == "int8"
+
+
+def test_the_denoise_export_command(lowlat: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["export", str(lowlat[1]), "-o", str(tmp_path / "sub" / "m.onnx"),
+                                      "--quantize", "int8", "--opset", "13"])
+    assert result.exit_code == 0, result.output
+    assert "lowlat (int8)" in result.output and "SI-SDR vs float32" in result.output and "speed-up" in result.output
+    md = metadata(tmp_path / "sub" / "m.onnx")
+    assert md["precision"] == "int8" and md["onnx_opset"] == "13"
+    assert {o.domain: o.version for o in onnx.load(str(tmp_path / "sub" / "m.onnx")).opset_import}[""] == 13

@@ -189,6 +189,11 @@ def from_dict(values: dict[str, Any], preset: str = "lowlat") -> TrainConfig:
         else:
             _merge_section(getattr(cfg, key), value, key)
     validate(cfg)
+    # Spell out every architecture value so config.json does not depend on the defaults of this version.
+    from training.models import config_dict, make_config, make_discriminator_config
+
+    cfg.generator = config_dict(make_config(cfg.preset, cfg.generator))
+    cfg.discriminator = config_dict(make_discriminator_config(cfg.discriminator, cfg.preset))
     return cfg
 
 
@@ -255,6 +260,8 @@ def validate(cfg: TrainConfig) -> None:
     for term, w in loss.weights.items():
         if not isinstance(w, (int, float)) or w < 0:
             raise ConfigError(f"loss.weights.{term} = {w!r} is not a non-negative number.", "give e.g. 1.0.")
+    if not any(loss.weights.get(term, 0.0) > 0 for term in LOSS_TERMS):
+        raise ConfigError("every loss weight is 0: the generator would not learn.", "give e.g. loss.weights.l1=100.")
     for res in loss.stft_resolutions:
         if not (isinstance(res, list) and len(res) == 3 and res[2] <= res[0] and res[1] > 0):
             raise ConfigError(f"loss.stft_resolutions entry {res!r} is not [fft, hop, win] with win <= fft.",

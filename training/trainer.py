@@ -205,6 +205,7 @@ class Trainer:
         self.valid_pairs: list[tuple[str, np.ndarray, np.ndarray]] | None = None
         self.epoch_size = 0  # examples per epoch and rank; 0 for an endless iterable dataset
         self.tb: Any = None
+        self.progress: _Progress | None = None
 
     def _optimizer(self, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -280,7 +281,8 @@ class Trainer:
         gen = torch.Generator()
         gen.manual_seed(c.run.seed * 7_919 + self.step + 1_000_003 * self.info.rank)
         loader = DataLoader(dataset, batch_size=c.data.batch_size, num_workers=workers, drop_last=True,
-                            pin_memory=self.device.type == "cuda", generator=gen, **kwargs)
+                            pin_memory=self.device.type == "cuda", generator=gen,
+                            worker_init_fn=_ignore_sigint if workers else None, **kwargs)
         return iter(loader)
 
     # ----------------------------------------------------------------------------------------------- step
@@ -443,7 +445,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- logging
     def _note(self, text: str) -> None:
-        if self.info.is_main:
+        if not self.info.is_main:
+            return
+        if self.progress is not None and self.progress.enabled:
+            self.progress.print(f"[train] {text}")  # above the live bar instead of through it
+        else:
             print(f"[train] {text}", file=sys.stderr, flush=True)
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -496,11 +502,12 @@ class Trainer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
         self._open_tensorboard()
-        progress = _Progress(c.run.max_steps, self.step, enabled=self.info.is_main and sys.stderr.isatty())
+        self.progress = _Progress(c.run.max_steps, self.step, enabled=self.info.is_main and sys.stderr.isatty())
         try:
-            self._loop(progress)
+            self._loop(self.progress)
         finally:
-            progress.close()
+            self.progress.close()
+            self.progress = None
             for sig, h in handlers.items():
                 signal.signal(sig, h)
             if self.tb is not None:
@@ -515,14 +522,16 @@ class Trainer:
         batches = self.loader()
         audio_per_step = c.data.batch_size * c.data.segment * self.info.world / self.g_core.sample_rate
         acc: dict[str, list[float]] = {}
-        t_interval, steps_interval = time.perf_counter(), 0
+        t_interval, steps_interval, data_wait = time.perf_counter(), 0, 0.0
         last_saved = self.step
         self._note(f"{c.preset}: G {sum(p.numel() for p in self.g_core.parameters()):,} params, "
                    f"D {sum(p.numel() for p in self.d_core.parameters()):,} params, device {self.device}, "
                    f"{self.info.world} process(es), {torch.get_num_threads()} threads, "
                    f"{c.data.num_workers} data workers, from step {self.step} to {c.run.max_steps}")
         while self.step < c.run.max_steps:
+            t_data = time.perf_counter()
             noisy, clean = next(batches)
+            data_wait += time.perf_counter() - t_data
             logs = self.train_step(noisy, clean)
             self.step += 1
             steps_interval += 1
@@ -537,8 +546,9 @@ class Trainer:
                 record.update(epoch=self.epoch, lr_g=self.opt_g.param_groups[0]["lr"],
                               lr_d=self.opt_d.param_groups[0]["lr"],
                               audio_s_per_s=audio_per_step * steps_interval / max(elapsed, 1e-9),
+                              data_wait=data_wait / max(elapsed, 1e-9),  # share of time starved for data
                               skipped=self.skipped_total, adversarial=self.step > c.loss.adv_warmup)
-                acc, t_interval, steps_interval = {}, time.perf_counter(), 0
+                acc, t_interval, steps_interval, data_wait = {}, time.perf_counter(), 0, 0.0
             stop = any_rank(self.stop_signal is not None, self.info, self.device)
             final = stop or self.step == c.run.max_steps
             # A stop request saves at once: validation could outlast the grace period of a SIGTERM.
@@ -578,6 +588,11 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C (sent to the whole process group) to the trainer, which saves first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def threading_is_main() -> bool:
     import threading
 
@@ -607,6 +622,9 @@ class _Progress:
     def update(self, step: int, record: dict[str, Any]) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=_summary(record).split(": ", 1)[1])
+
+    def print(self, text: str) -> None:
+        self._bar.console.print(text, markup=False, highlight=False)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -1,0 +1,203 @@
+"""A sound card for tests: a private JACK server with its dummy driver and two clients.
+
+    jackd (dummy driver: a timer paces the cycles, no hardware)
+      test_mic:capture_1  ->  [program: PortAudio's JACK host API]  ->  test_speakers:playback_1
+      (plays what the test asks)     --input test_mic --output test_speakers      (records every cycle)
+
+Every JACK client with audio ports appears to PortAudio as a device named after the client, so the program under
+test opens the two by name. Both clients stamp their buffers with the JACK frame clock shared by the whole graph,
+so the delay from microphone to speakers is measured in exact frames.
+
+Start the rig before the program imports sounddevice (PortAudio lists devices when it initialises), and run the
+program in a subprocess with :attr:`JackRig.env`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+
+def missing_live_audio() -> str | None:
+    """Why the JACK rig cannot run here, or None when it can."""
+    if shutil.which("jackd") is None:
+        return "jackd is not installed (apt-get install jackd2)"
+    if ctypes.util.find_library("portaudio") is None:
+        return "the PortAudio library is not installed (apt-get install libportaudio2)"
+    if ctypes.util.find_library("jack") is None:
+        return "libjack is not installed (apt-get install jackd2)"
+    try:
+        import jack  # noqa: F401
+    except (ImportError, OSError) as exc:
+        return f"the JACK-Client package cannot be imported ({exc}); pip install JACK-Client"
+    return None
+
+
+def _set_port_latency(port: Any, frames: int, capture: bool) -> None:
+    """Give a fake device port the latency a real driver's port has (one period). PortAudio 19.6 reads it for
+    ``stream.latency``; left unset it computes ``0 - buffer`` in unsigned frames and reports ~268435 s."""
+    from jack import _ffi
+
+    lib = ctypes.CDLL(ctypes.util.find_library("jack"))
+
+    class Range(ctypes.Structure):
+        _fields_ = [("min", ctypes.c_uint32), ("max", ctypes.c_uint32)]
+
+    ptr = ctypes.c_void_p(int(_ffi.cast("uintptr_t", port._ptr)))
+    mode = 0 if capture else 1  # JackCaptureLatency, JackPlaybackLatency
+    lib.jack_port_set_latency_range(ptr, mode, ctypes.byref(Range(frames, frames)))
+    lib.jack_port_set_latency(ptr, ctypes.c_uint32(frames))  # the older call, still read by some versions
+
+
+class JackRig:
+    """A private jackd (``-n denoise-test-<random>``) plus the ``test_mic`` and ``test_speakers`` clients.
+
+    Use as a context manager. :meth:`play` arms a float32 ``[T]`` signal on the microphone; :meth:`recording`
+    returns what reached the speakers on the JACK frame clock and where the signal started in it.
+    """
+
+    def __init__(self, samplerate: int = 16000, period: int = 160, realtime: bool = True) -> None:
+        self.samplerate = samplerate
+        self.period = period
+        self.server = f"denoise-test-{uuid.uuid4().hex[:10]}"
+        self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.server, JACK_NO_AUDIO_RESERVATION="1")
+        self._realtime = realtime and os.geteuid() == 0  # SCHED_FIFO needs root: far fewer xruns on a busy box
+        self._jackd: subprocess.Popen[bytes] | None = None
+        self._clients: list[Any] = []
+        self._signal = np.zeros(0, dtype=np.float32)
+        self._pos = 0
+        self._armed = False
+        self.start_frame: int | None = None
+        self._tap: list[tuple[int, np.ndarray]] = []
+        self.xrun_times: list[float] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> JackRig:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        import jack
+
+        cmd = ["jackd", "-n", self.server, "-R" if self._realtime else "--no-realtime", "-d", "dummy",
+               "-r", str(self.samplerate), "-p", str(self.period), "-C", "2", "-P", "2"]
+        self._jackd = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        jack.set_error_function(lambda msg: None)  # libjack complains on every try while jackd boots
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                mic = jack.Client("test_mic", servername=self.server, no_start_server=True)
+                break
+            except jack.JackOpenError:
+                if self._jackd.poll() is not None:
+                    err = self._jackd.stderr.read().decode(errors="replace") if self._jackd.stderr else ""
+                    raise RuntimeError(f"jackd exited with {self._jackd.returncode}: {err.strip()}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("jackd did not accept clients within 10 s") from None
+                time.sleep(0.05)
+        jack.set_error_function()
+        speakers = jack.Client("test_speakers", servername=self.server, no_start_server=True)
+        self._clients = [mic, speakers]
+        self._mic_port = mic.outports.register("capture_1")
+        self._spk_port = speakers.inports.register("playback_1")
+        _set_port_latency(self._mic_port, self.period, capture=True)
+        _set_port_latency(self._spk_port, self.period, capture=False)
+        mic.set_process_callback(self._feed)
+        speakers.set_process_callback(self._record)
+        mic.set_xrun_callback(lambda delay: self.xrun_times.append(time.monotonic()))
+        self._mic, self._speakers = mic, speakers
+        mic.activate()
+        speakers.activate()
+
+    def _feed(self, frames: int) -> None:
+        buf = self._mic_port.get_array()
+        if self._armed and self._pos < len(self._signal):
+            if self.start_frame is None:
+                self.start_frame = self._mic.last_frame_time
+            k = min(frames, len(self._signal) - self._pos)
+            buf[:k] = self._signal[self._pos:self._pos + k]
+            buf[k:] = 0.0
+            self._pos += k
+        else:
+            buf.fill(0.0)
+
+    def _record(self, frames: int) -> None:
+        self._tap.append((self._speakers.last_frame_time, self._spk_port.get_array().copy()))
+
+    # -- what tests call -------------------------------------------------------------------------------------
+    def wait_connected(self, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
+        """Wait until something reads the microphone and feeds the speakers (the program's streams started)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self._mic.get_all_connections(self._mic_port)
+                    and self._speakers.get_all_connections(self._spk_port)):
+                return
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"program exited with {proc.returncode} before connecting:\n{out}\n{err}")
+            time.sleep(0.02)
+        raise AssertionError(f"program did not connect to test_mic/test_speakers within {timeout} s")
+
+    def connections(self) -> dict[str, list[str]]:
+        return {p.name: [q.name for q in self._mic.get_all_connections(p)]
+                for p in (self._mic_port, self._spk_port)}
+
+    def play(self, signal: np.ndarray) -> float:
+        """Start playing ``signal`` float32 ``[T]`` on the microphone at the next cycle; returns the monotonic
+        time it was armed (to tell which xruns happened while it played)."""
+        self._signal = np.ascontiguousarray(signal, dtype=np.float32)
+        self._pos = 0
+        self.start_frame = None
+        self._armed = True
+        return time.monotonic()
+
+    def wait_played(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self._pos < len(self._signal):
+            if time.monotonic() > deadline:
+                raise AssertionError("the JACK server stopped running cycles while the signal played")
+            time.sleep(0.02)
+
+    def recording(self) -> tuple[np.ndarray, int]:
+        """Everything the speakers received, float32 ``[N]`` indexed by JACK frame from the first recorded cycle,
+        and the index in it at which the signal started playing on the microphone."""
+        tap = list(self._tap)
+        if not tap or self.start_frame is None:
+            raise AssertionError("nothing was recorded, or the signal never played")
+        first = tap[0][0]
+        y = np.zeros(tap[-1][0] - first + len(tap[-1][1]), dtype=np.float32)
+        for frame, block in tap:
+            y[frame - first:frame - first + len(block)] = block
+        return y, self.start_frame - first
+
+    def close(self) -> None:
+        for client in self._clients:
+            try:
+                client.deactivate()
+                client.close()
+            except Exception:  # the server may already be gone
+                pass
+        self._clients = []
+        if self._jackd is not None and self._jackd.poll() is None:
+            self._jackd.terminate()
+            try:
+                self._jackd.wait(5)
+            except subprocess.TimeoutExpired:
+                self._jackd.kill()
+                self._jackd.wait()
