@@ -69,7 +69,7 @@ def live(
     output: str = typer.Option("speakers", "--output", "-o", help="'speakers', a device name/index, or a WAV path to record."),
     model: Optional[Path] = MODEL_OPT,
     samplerate: Optional[int] = typer.Option(None, help="Device sample rate (default: the device's; resampled to the model's)."),
-    blocksize: Optional[int] = typer.Option(None, help="Device block size in frames (default: one model hop)."),
+    blocksize: Optional[int] = typer.Option(None, help="Device block size in frames (default: one model hop; on JACK, its period)."),
     latency: Latency = typer.Option(Latency.low, help="PortAudio latency class."),
     device: Device = typer.Option(Device.cpu, help="ONNX Runtime device."),
     threads: int = typer.Option(1, help="CPU intra-op threads (1: one core must suffice)."),

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import os
 
-# Pin every thread pool before numpy / ONNX Runtime / tract load: the comparison is one core, one thread.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-             "RAYON_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
-    os.environ[_var] = "1"
+if __name__ == "__main__":
+    # Pin every thread pool before numpy / ONNX Runtime / tract load: the comparison is one core, one thread.
+    # (Only when run as the script: imported by the tests, numpy is loaded already and the setting would leak.)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                 "RAYON_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+        os.environ[_var] = "1"
 
 import argparse  # noqa: E402
 import ctypes  # noqa: E402

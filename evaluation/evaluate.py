@@ -270,7 +270,7 @@ class ScorePool:
 
 
 def _nanmean(values: Iterable[float]) -> float | None:
-    arr = np.asarray([v for v in values], dtype=np.float64)
+    arr = np.asarray(list(values), dtype=np.float64)
     if arr.size == 0 or np.all(np.isnan(arr)):
         return None
     return float(np.nanmean(arr))

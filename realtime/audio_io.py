@@ -19,6 +19,7 @@ Both keep the counters that give the pipeline's exact delay (see :func:`pipeline
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import threading
 import time
@@ -31,6 +32,7 @@ import numpy as np
 from realtime.errors import DeviceError
 
 Kind = Literal["input", "output"]
+JACK_HOSTAPI = "JACK Audio Connection Kit"  # PortAudio's name for it
 DEFAULT_ALIASES = {"input": ("mic", "default"), "output": ("speakers", "default")}
 _PORTAUDIO_FIX = ("install the PortAudio library (`apt-get install libportaudio2` on Debian/Ubuntu, "
                   "`brew install portaudio` on macOS), or use WAV files for --input and --output")
@@ -248,7 +250,7 @@ class Capture:
     ``overruns`` and ``dropped``).
     """
 
-    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, clock: CycleClock,
+    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int | None, latency: str, clock: CycleClock,
                  channels: int = 1, queue_blocks: int = 32) -> None:
         sd = portaudio()
         self.device = device
@@ -260,7 +262,7 @@ class Capture:
         self.queue_full = 0
         self.dropped = 0  # frames lost to a full queue
         try:
-            self.stream = sd.InputStream(device=device.index, samplerate=samplerate, blocksize=blocksize,
+            self.stream = sd.InputStream(device=device.index, samplerate=samplerate, blocksize=blocksize or 0,
                                          channels=channels, dtype="float32", latency=latency,
                                          callback=self._callback)
         except (sd.PortAudioError, ValueError) as exc:
@@ -345,28 +347,44 @@ class SampleFifo:
         self.level -= n
 
 
+def jitter_target(block: int, hop: int, resampled: bool) -> int:
+    """The smallest jitter buffer that never runs dry while the worker keeps up, in frames.
+
+    The output callback needs ``block`` frames while the input block of the same cycle is still being processed,
+    and the engine returns whole hops, so after ``k`` input blocks it has produced at least
+    ``k*block - (hop - gcd(block, hop))`` frames. Starting playback with ``block + hop - gcd`` frames queued keeps
+    the buffer at or above one block before every read. Resampled output is not hop-aligned: a whole hop of margin.
+    """
+    return block + hop - (0 if resampled else math.gcd(block, hop))
+
+
 class JitterBuffer:
     """The buffer between the worker and the output callback, and its policy.
 
-    Holds float32 frames of ``channels`` channels. Playback starts once it holds ``target`` frames (silence is
-    played until then). An empty buffer (underrun) plays the missing frames plus ``grow`` more as silence and
-    raises ``target`` by ``grow`` (up to ``max_target``): overload costs one hop of latency instead of a glitch
-    every block. A level above ``target + slack`` (a stall's backlog, or two devices' clocks drifting apart) drops
-    the oldest frames back to ``target``.
+    Holds float32 frames of ``channels`` channels. Playback starts once it holds ``target`` frames
+    (:func:`jitter_target` of the callback block; silence is played until then). An empty buffer (underrun) plays
+    the missing frames plus ``hop`` more as silence and raises ``target`` by ``hop`` (up to ``max_target``):
+    overload costs one hop of latency instead of a glitch every block. A level above ``target + slack`` (a stall's
+    backlog, or two devices' clocks drifting apart) drops the oldest frames back to ``target``.
 
-    ``inserted`` counts the silent frames played in place of audio, ``trimmed`` the frames dropped: together they
-    give the exact delay (see :func:`pipeline_delay`). After :meth:`drain` starts, the source has ended and an
-    empty buffer is the end of the stream, not an underrun.
+    ``blocksize`` None means the host picks the callback size (JACK: its period); it is learnt from the first
+    callback. ``inserted`` counts the silent frames played in place of audio, ``trimmed`` the frames dropped:
+    together they give the exact delay (see :func:`pipeline_delay`). After :meth:`drain` starts, the source has
+    ended and an empty buffer is the end of the stream, not an underrun.
     """
 
-    def __init__(self, channels: int, blocksize: int, initial_target: int, grow: int, max_target: int) -> None:
+    def __init__(self, channels: int, hop: int, resampled: bool, max_target: int, blocksize: int | None) -> None:
         self.channels = channels
+        self.grow = hop
+        self.resampled = resampled
+        self.max_target = max_target
         self.blocksize = blocksize
-        self.target = initial_target
-        self.grow = grow
-        self.max_target = max(max_target, initial_target)
-        self.slack = 2 * blocksize + grow  # a block of callback granularity and a hop of engine burstiness, twice
-        self.fifo = SampleFifo(channels, capacity=self.max_target + self.slack + 4 * blocksize)
+        self.target = 0
+        self.slack = 0
+        if blocksize is not None:
+            self._size_for(blocksize)
+        # Room for the largest target, its slack, and a few host buffers of any common size.
+        self.fifo = SampleFifo(channels, capacity=2 * max_target + 16384)
         self.primed = False
         self.draining = False
         self.empty = 0  # underrun events
@@ -375,6 +393,12 @@ class JitterBuffer:
         self.trimmed = 0
         self.lock = threading.Lock()  # guards the counters read together by pipeline_delay
         self._space = threading.Condition()
+
+    def _size_for(self, block: int) -> None:
+        self.blocksize = block
+        self.target = jitter_target(block, self.grow, self.resampled)
+        self.max_target = max(self.max_target, self.target)
+        self.slack = 2 * block + self.grow  # a block of callback granularity and a hop of engine burstiness, twice
 
     def write(self, block: np.ndarray) -> None:
         """Queue float32 ``[channels, n]`` (worker thread); a full buffer loses its oldest frames (counted)."""
@@ -390,7 +414,7 @@ class JitterBuffer:
         """Block until ``frames`` more fit without exceeding ``target`` by more than a block (how a file source
         is paced by the output device)."""
         with self._space:
-            while not stop.is_set() and self.fifo.level + frames > self.target + self.blocksize:
+            while not stop.is_set() and self.fifo.level + frames > self.target + (self.blocksize or self.grow):
                 self._space.wait(0.05)
 
     def drain(self, timeout: float) -> None:
@@ -403,6 +427,8 @@ class JitterBuffer:
     def fill(self, outdata: np.ndarray) -> None:
         """The output callback's work: fill ``outdata`` float32 ``[frames, device channels]``."""
         frames = outdata.shape[0]
+        if self.blocksize is None:
+            self._size_for(frames)
         level = self.fifo.level
         if self.draining:
             take = min(level, frames)
@@ -451,7 +477,7 @@ class Playback:
     """An output device fed by a :class:`JitterBuffer` of ``channels`` channels; the device gets up to two
     (a mono stream is played on both sides of a stereo device)."""
 
-    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int, latency: str, clock: CycleClock,
+    def __init__(self, device: DeviceInfo, samplerate: int, latency: str, clock: CycleClock,
                  buffer: JitterBuffer) -> None:
         sd = portaudio()
         self.device = device
@@ -461,7 +487,7 @@ class Playback:
         self.device_channels = min(device.outputs, max(buffer.channels, 2))
         self.xruns = _Xruns()
         try:
-            self.stream = sd.OutputStream(device=device.index, samplerate=samplerate, blocksize=blocksize,
+            self.stream = sd.OutputStream(device=device.index, samplerate=samplerate, blocksize=buffer.blocksize or 0,
                                           channels=self.device_channels, dtype="float32", latency=latency,
                                           callback=self._callback)
         except (sd.PortAudioError, ValueError) as exc:

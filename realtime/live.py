@@ -36,8 +36,20 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
-from realtime.audio_io import Capture, CycleClock, DeviceInfo, JitterBuffer, Playback, check_rate, list_devices, phase_offset, \
-    pipeline_delay, portaudio, resolve_device
+from realtime.audio_io import (
+    JACK_HOSTAPI,
+    Capture,
+    CycleClock,
+    DeviceInfo,
+    JitterBuffer,
+    Playback,
+    check_rate,
+    list_devices,
+    phase_offset,
+    pipeline_delay,
+    portaudio,
+    resolve_device,
+)
 from realtime.engine import StreamingEngine
 from realtime.errors import AudioFormatError, ConfigError, DenoiseError
 from realtime.fileio import AUDIO_EXTENSIONS, read_audio_info
@@ -295,7 +307,7 @@ class LiveSession:
     source: Source
     sink: Sink
     rate: int
-    blocksize: int
+    blocksize: int | None  # None: the host's (JACK's period), known once the streams run
     input_name: str
     output_name: str
     capture: Capture | None = None
@@ -315,7 +327,7 @@ class LiveSession:
                 self.sink.write(self.pipeline.process(block))
             self.sink.write(self.pipeline.flush())
             self.sink.finish()
-        except BaseException as exc:  # re-raised by the main thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
             self.error = exc
             self.sink.abort()
 
@@ -352,6 +364,13 @@ class LiveSession:
             "stream_phase_samples": phase,
         }
 
+    def block(self) -> int | None:
+        """Frames per callback: as asked, or as the host delivers them."""
+        for stream in (self.capture, self.playback):
+            if stream is not None and stream.xruns.callbacks:
+                return round(stream.xruns.frames / stream.xruns.callbacks)
+        return self.blocksize
+
     def xruns(self) -> dict[str, int]:
         under = (self.capture.underruns if self.capture else 0) + (self.playback.underruns if self.playback else 0)
         over = (self.capture.overruns if self.capture else 0) + (self.playback.overruns if self.playback else 0)
@@ -384,7 +403,7 @@ class LiveSession:
             "input": self.input_name,
             "output": self.output_name,
             "samplerate": self.rate,
-            "blocksize": self.blocksize,
+            "blocksize": self.block(),
             **{k: v if k == "latency_samples" else _round(v)
                for k, v in (self.latency_at_stop or self.latencies()).items()},
             **self.xruns(),
@@ -406,7 +425,7 @@ class LiveSession:
         x = self.xruns()
         mode = "BYPASS" if self.pipeline.bypass else "denoise"
         return (f"[{mode}] {self.frame_model.path.name} {self.input_name} -> {self.output_name} "
-                f"{self.rate} Hz/{self.blocksize} | latency {lat['latency_ms']:.1f} ms (model "
+                f"{self.rate} Hz/{self.block()} | latency {lat['latency_ms']:.1f} ms (model "
                 f"{lat['algorithmic_latency_ms']:.1f} + resampler {lat['resampler_latency_ms']:.1f} + device "
                 f"{lat['device_latency_ms']:.1f} + jitter {lat['jitter_buffer_ms']:.1f}) | hop p50 {p50:.0f} us "
                 f"p99 {p99:.0f} us | RTF {self.pipeline.rtf:.3f} | xruns {x['xruns']} "
@@ -425,18 +444,7 @@ def _raise_priority() -> str:
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None or value != value else round(float(value), digits)  # NaN -> null in JSON
-
-
-def jitter_target(block: int, hop: int, resampled: bool) -> int:
-    """The smallest jitter buffer that never runs dry when the worker keeps up.
-
-    The output callback needs ``block`` frames while the input block of the same cycle is still being processed,
-    and the engine returns whole hops, so after ``k`` input blocks it has produced at least
-    ``k*block - (hop - gcd(block, hop))`` frames. Starting playback with ``block + hop - gcd`` frames queued keeps
-    the buffer at or above one block before every read. Resampled output is not hop-aligned: a whole hop of margin.
-    """
-    return block + hop - (0 if resampled else math.gcd(block, hop))
+    return None if value is None or math.isnan(value) else round(float(value), digits)  # NaN -> null in JSON
 
 
 def _validate(samplerate: int | None, blocksize: int | None, latency: str, duration: float | None) -> None:
@@ -501,13 +509,16 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
     rate = _choose_rate(samplerate, file_info.rate if file_info else None, devices,
                         {"input": 1, "output": out_channels})
     hop = max(1, round(spec.hop * rate / spec.sample_rate))
-    block = blocksize or hop
+    # JACK fixes the callback size (its period): asking PortAudio for another one makes it re-block, which adds
+    # a burst of buffering that PortAudio does not report. So on JACK the default block is the period.
+    host_sized = any(d.hostapi == JACK_HOSTAPI for d, _ in devices)
+    block = blocksize or (None if host_sized else hop)
     engine: Engine = StreamingEngine(frame_model, channels)
     if rate != spec.sample_rate:
         engine = ResamplingEngine(engine, rate)  # type: ignore[arg-type]
     # Warm ONNX Runtime up (first runs allocate) before any stream depends on it.
     for _ in range(3):
-        engine.process(np.zeros((channels, block), dtype=np.float32))
+        engine.process(np.zeros((channels, block or hop), dtype=np.float32))
     engine.reset()
     pipeline = ABPipeline(engine, channels, rate, hop, bypass)
 
@@ -515,15 +526,15 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
     capture = None
     if in_dev:
         capture = Capture(in_dev, rate, block, latency, clock, 1,
-                          queue_blocks=max(4, round(QUEUE_SECONDS * rate / block)))
+                          queue_blocks=max(4, round(QUEUE_SECONDS * rate / (block or hop))))
     playback = None
     if out_dev:
-        buffer = JitterBuffer(channels, block, initial_target=jitter_target(block, hop, rate != spec.sample_rate),
-                              grow=hop, max_target=round(MAX_JITTER_SECONDS * rate))
-        playback = Playback(out_dev, rate, block, latency, clock, buffer)
+        buffer = JitterBuffer(channels, hop, resampled=rate != spec.sample_rate,
+                              max_target=round(MAX_JITTER_SECONDS * rate), blocksize=block)
+        playback = Playback(out_dev, rate, latency, clock, buffer)
     limit = None if duration is None else round(duration * rate)
     source: Source = DeviceSource(capture) if capture else FileSource(
-        audio, rate, block, realtime, playback, limit)  # type: ignore[arg-type]
+        audio, rate, block or hop, realtime, playback, limit)  # type: ignore[arg-type]
     if playback is not None:
         sink: Sink = DeviceSink(playback)
     else:
@@ -580,11 +591,12 @@ def _run(session: LiveSession, wall_limit: float | None) -> None:
         worker.join()
     finally:
         stop.set()
+        sd = portaudio() if streams else None
         for stream in streams:
             try:
                 stream.close()
-            except Exception:  # closing after a failed start: nothing left to release
-                pass
+            except sd.PortAudioError:  # closing after a failed start: nothing left to release
+                continue
         if status:
             status.stop()
         sys.setswitchinterval(old_interval)

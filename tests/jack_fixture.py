@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class JackRig:
         self.xrun_times: list[float] = []
         self._lock = threading.Lock()
 
-    def __enter__(self) -> JackRig:
+    def __enter__(self) -> Self:
         try:
             self._start()
         except BaseException:
@@ -187,12 +187,14 @@ class JackRig:
         return y, self.start_frame - first
 
     def close(self) -> None:
+        import jack
+
         for client in self._clients:
             try:
                 client.deactivate()
                 client.close()
-            except Exception:  # the server may already be gone
-                pass
+            except jack.JackError:  # the server may already be gone
+                continue
         self._clients = []
         if self._jackd is not None and self._jackd.poll() is None:
             self._jackd.terminate()
