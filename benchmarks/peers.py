@@ -65,6 +65,7 @@ class Peer(ABC):
     hop: int
     latency_ms: float | None  # documented algorithmic latency (window − hop + lookahead), None if not documented
     latency_note: str
+    detail: str = ""  # which model file, for rows whose model is not fixed by the package
 
     @abstractmethod
     def reset(self) -> None:
@@ -123,6 +124,8 @@ class OurModel(Peer):
         self.latency_ms = spec.latency_ms
         self.latency_note = (f"window {spec.window}, hop {spec.hop}, lookahead {spec.lookahead} samples at "
                              f"{spec.sample_rate} Hz (model metadata)")
+        self.detail = (f"{model.path} (preset {spec.preset}, train step {spec.train_step}, "
+                       f"{spec.precision})")
         self._engine = StreamingEngine(model, channels=1)
 
     def reset(self) -> None:
@@ -449,6 +452,8 @@ def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | N
             log(f"{entry.label}: {exc}")
             continue
         row.update(sample_rate=peer.sample_rate, latency_ms=peer.latency_ms, latency_note=peer.latency_note)
+        if peer.detail:
+            row["detail"] = peer.detail
         start = time.perf_counter()
         try:
             row.update(run_peer(peer, clean, noisy), status="ok")
@@ -491,6 +496,7 @@ def markdown(doc: dict[str, Any]) -> str:
              f"({doc['machine']}; load average at start {doc['loadavg_at_start']}).", "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     notes = []
+    undefined: dict[str, list[str]] = {}
     for row in doc["rows"]:
         name = row["name"] + (f" {row['version']}" if row.get("version") and row["key"] not in ("ours", "segan")
                               else "")
@@ -504,13 +510,19 @@ def markdown(doc: dict[str, Any]) -> str:
             _cell(row.get("measured_delay_ms"), 1), _cell(row["pesq"], 3), _cell(row["stoi"], 3),
             _cell(row["si_sdr"], 2), _cell(row.get("rtf"), 4), _cell(row.get("hop_ms"), 1),
             _cell(row.get("hop_p99_ms"), 3)]) + " |")
+        if "detail" in row:
+            notes.append(f"{row['name']}: {row['detail']}.")
         if "latency_note" in row:
             notes.append(f"{row['name']} latency: {row['latency_note']}.")
         if row.get("delay_agreement", 1.0) < 1.0:
             notes.append(f"{row['name']}: only {row['delay_agreement']:.0%} of the clips agree (±1 sample) with "
                          "the median delay.")
         if row.get("nan_counts"):
-            notes.append(f"{row['name']}: NaN scores skipped {row['nan_counts']}.")
+            counts = ", ".join(f"{m} on {n} pairs" for m, n in sorted(row["nan_counts"].items()))
+            undefined.setdefault(counts, []).append(row["name"])
+    for counts, names in undefined.items():
+        notes.append(f"Undefined scores (NaN, left out of the means): {counts}, for "
+                     f"{'every row' if len(names) == sum(r['status'] == 'ok' for r in doc['rows']) else ', '.join(names)}.")
     lines += ["", "Definitions:"] + [f"- **{k}**: {v}." for k, v in doc["definitions"].items()]
     lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -1,11 +1,12 @@
-"""Audio devices through PortAudio (sounddevice): listing, choosing by name or index, and the two device streams
-of ``denoise live``.
+"""Audio devices through PortAudio (sounddevice): listing, choosing by name or index, and the two device
+streams of ``denoise live``.
 
 ``sounddevice`` loads the PortAudio shared library when it is imported and fails when it is missing, so it is
 imported here only, inside functions (:func:`portaudio`): file modes never need it.
 
-Live audio uses two separate streams joined by a worker, never one duplex stream: on PulseAudio/PipeWire a duplex
-stream over two devices was measured to slip samples silently. The PortAudio callbacks only move blocks:
+Live audio uses two separate streams joined by a worker, never one duplex stream: on PulseAudio/PipeWire a
+duplex stream over two devices was measured to slip samples silently. The PortAudio callbacks only move
+blocks:
 
 * :class:`Capture` — ``InputStream`` callback -> bounded queue of float32 ``[C, n]`` blocks (full -> overrun).
 * :class:`Playback` — worker -> :class:`JitterBuffer` -> ``OutputStream`` callback. Playback starts once the
@@ -46,7 +47,8 @@ _sd: ModuleType | None = None
 
 
 def portaudio() -> ModuleType:
-    """Import ``sounddevice`` (which loads PortAudio); a missing library becomes a one-line :class:`DeviceError`."""
+    """Import ``sounddevice`` (which loads PortAudio); a missing library becomes a one-line
+    :class:`DeviceError`."""
     global _sd
     if _sd is None:
         try:
@@ -85,9 +87,10 @@ def list_devices() -> list[DeviceInfo]:
     apis = [h["name"] for h in sd.query_hostapis()]
     default_in, default_out = _defaults(sd)
     return [
-        DeviceInfo(index=i, name=str(d["name"]), hostapi=apis[d["hostapi"]], inputs=int(d["max_input_channels"]),
-                   outputs=int(d["max_output_channels"]), default_samplerate=float(d["default_samplerate"]),
-                   default_input=i == default_in, default_output=i == default_out)
+        DeviceInfo(index=i, name=str(d["name"]), hostapi=apis[d["hostapi"]],
+                   inputs=int(d["max_input_channels"]), outputs=int(d["max_output_channels"]),
+                   default_samplerate=float(d["default_samplerate"]), default_input=i == default_in,
+                   default_output=i == default_out)
         for i, d in enumerate(sd.query_devices())
     ]
 
@@ -108,7 +111,8 @@ def _defaults(sd: ModuleType) -> tuple[int, int]:
 
 
 def print_devices() -> None:
-    """The ``denoise devices`` command: a table of devices ('>' marks the default input, '<' the default output)."""
+    """The ``denoise devices`` command: a table of devices ('>' marks the default input, '<' the default
+    output)."""
     sd = portaudio()
     devices = list_devices()
     print(f"{sd.get_portaudio_version()[1]}")
@@ -120,8 +124,8 @@ def print_devices() -> None:
     print(f"    {'#':>3}  {'name':<{width}}  {'host API':<{api_width}}  {'in':>3}  {'out':>3}  default rate")
     for d in devices:
         mark = (">" if d.default_input else " ") + ("<" if d.default_output else " ")
-        print(f" {mark} {d.index:>3}  {d.name:<{width}}  {d.hostapi:<{api_width}}  {d.inputs:>3}  {d.outputs:>3}  "
-              f"{d.default_samplerate:g} Hz")
+        print(f" {mark} {d.index:>3}  {d.name:<{width}}  {d.hostapi:<{api_width}}  {d.inputs:>3}  "
+              f"{d.outputs:>3}  {d.default_samplerate:g} Hz")
     print("(> default input, < default output; pass a name, part of one, or a number to --input/--output)")
 
 
@@ -142,7 +146,8 @@ def resolve_device(spec: str, kind: Kind, devices: list[DeviceInfo] | None = Non
         chosen = [d for d in devices if (d.default_input if kind == "input" else d.default_output)]
         if not chosen:
             raise DeviceError(f"There is no default {kind} device ({_listing(devices, kind)}).",
-                              f"pass {flag} with a device name or number from `denoise devices`, or a WAV file.")
+                              f"pass {flag} with a device name or number from `denoise devices`, or a WAV "
+                              "file.")
         return chosen[0]
     if text.isdigit():
         index = int(text)
@@ -156,45 +161,51 @@ def resolve_device(spec: str, kind: Kind, devices: list[DeviceInfo] | None = Non
         return device
     usable = [d for d in devices if d.channels(kind) > 0]
     needle = text.lower()
-    matches = [d for d in usable if d.name.lower() == needle] or [d for d in usable if needle in d.name.lower()]
+    matches = ([d for d in usable if d.name.lower() == needle]
+               or [d for d in usable if needle in d.name.lower()])
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise DeviceError(f"{flag} {spec!r} is ambiguous: it matches " + "; ".join(m.describe() for m in matches)
-                          + ".", f"pass {flag} with the device number or a longer part of its name.")
+        listed = "; ".join(m.describe() for m in matches)
+        raise DeviceError(f"{flag} {spec!r} is ambiguous: it matches {listed}.",
+                          f"pass {flag} with the device number or a longer part of its name.")
     other = [d for d in devices if needle in d.name.lower()]
     wrong_kind = f" ({', '.join(d.describe() for d in other)} has no {kind} channels)" if other else ""
     raise DeviceError(f"No {kind} device matches {flag} {spec!r}{wrong_kind}; {_listing(devices, kind)}.",
                       f"pass {flag} with a name, part of a name or a number from `denoise devices`.")
 
 
-def check_rate(device: DeviceInfo, kind: Kind, samplerate: int, channels: int) -> None:
-    """Raise a :class:`DeviceError` naming the device's default rate if it cannot run at ``samplerate``."""
+def check_rate(device: DeviceInfo, kind: Kind, samplerate: int, channels: int,
+               from_file: bool = False) -> None:
+    """Raise a :class:`DeviceError` naming the device's default rate if it cannot run at ``samplerate``
+    (``from_file``: the rate is a WAV input's, so the fix is converting the file)."""
     sd = portaudio()
     check = sd.check_input_settings if kind == "input" else sd.check_output_settings
     try:
         check(device=device.index, samplerate=samplerate, channels=channels, dtype="float32")
     except (sd.PortAudioError, ValueError) as exc:
-        raise DeviceError(
-            f"{kind} device {device.describe()} cannot run at {samplerate} Hz with {channels} channel(s) ({exc}).",
-            f"omit --samplerate to use its default rate {device.default_samplerate:g} Hz (the model is resampled), "
-            "or pass a rate it supports.",
-        ) from None
+        default = f"{device.default_samplerate:g}"
+        fix = (f"convert the file to {default} Hz (e.g. `sox IN.wav -r {default} OUT.wav`)" if from_file else
+               f"omit --samplerate to use its default rate {default} Hz (the model is resampled), or pass a "
+               "rate it supports")
+        raise DeviceError(f"{kind} device {device.describe()} cannot run at {samplerate} Hz with {channels} "
+                          f"channel(s) ({exc}).", fix + ".") from None
 
 
 class CycleClock:
     """Stamps each callback with the time of the driver cycle it runs in (``perf_counter`` seconds).
 
     Some host APIs (JACK) run the callbacks of all of a client's streams one after the other on one thread in
-    each cycle; stamping the second by its own entry time would make its stream look later by the first callback's
-    run time (30-80 us measured, a frame or more). A callback that starts on the thread that finished another one
-    less than ``chain_s`` ago therefore gets that callback's cycle time. Streams on their own threads (ALSA) are
-    stamped at entry.
+    each cycle; stamping the second by its own entry time would make its stream look later by the first
+    callback's run time (30-80 us measured, a frame or more). A callback that starts on the thread that
+    finished another one less than ``chain_s`` ago therefore gets that callback's cycle time. Streams on their
+    own threads (ALSA) are stamped at entry.
     """
 
     def __init__(self, chain_s: float = 200e-6) -> None:
         self.chain_s = chain_s
-        self._last: dict[int, tuple[float, float]] = {}  # thread -> (its last cycle time, when that callback ended)
+        # thread -> (the cycle time of its last callback, when that callback ended)
+        self._last: dict[int, tuple[float, float]] = {}
         self._open: dict[int, float] = {}  # thread -> cycle time of the callback now running on it
 
     def enter(self) -> float:
@@ -246,12 +257,12 @@ def _open_error(kind: Kind, device: DeviceInfo, exc: Exception) -> DeviceError:
 class Capture:
     """An input device feeding a bounded queue of float32 ``[channels, blocksize]`` blocks.
 
-    ``queue_blocks`` bounds the backlog a stalled worker can accumulate; a full queue drops the block (counted in
-    ``overruns`` and ``dropped``).
+    ``queue_blocks`` bounds the backlog a stalled worker can accumulate; a full queue drops the block (counted
+    in ``overruns`` and ``dropped``).
     """
 
-    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int | None, latency: str, clock: CycleClock,
-                 channels: int = 1, queue_blocks: int = 32) -> None:
+    def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int | None, latency: str,
+                 clock: CycleClock, channels: int = 1, queue_blocks: int = 32) -> None:
         sd = portaudio()
         self.device = device
         self.clock = clock
@@ -292,7 +303,8 @@ class Capture:
 
 
 class SampleFifo:
-    """A ring buffer of float32 ``[n, channels]`` frames (the layout PortAudio's callback writes), with a lock."""
+    """A ring buffer of float32 ``[n, channels]`` frames (the layout PortAudio's callback writes), with a
+    lock."""
 
     def __init__(self, channels: int, capacity: int) -> None:
         self._buf = np.zeros((capacity, channels), dtype=np.float32)
@@ -350,10 +362,11 @@ class SampleFifo:
 def jitter_target(block: int, hop: int, resampled: bool) -> int:
     """The smallest jitter buffer that never runs dry while the worker keeps up, in frames.
 
-    The output callback needs ``block`` frames while the input block of the same cycle is still being processed,
-    and the engine returns whole hops, so after ``k`` input blocks it has produced at least
-    ``k*block - (hop - gcd(block, hop))`` frames. Starting playback with ``block + hop - gcd`` frames queued keeps
-    the buffer at or above one block before every read. Resampled output is not hop-aligned: a whole hop of margin.
+    The output callback needs ``block`` frames while the input block of the same cycle is still being
+    processed, and the engine returns whole hops, so after ``k`` input blocks it has produced at least
+    ``k*block - (hop - gcd(block, hop))`` frames. Starting playback with ``block + hop - gcd`` frames queued
+    keeps the buffer at or above one block before every read. Resampled output is not hop-aligned: a whole hop
+    of margin.
     """
     return block + hop - (0 if resampled else math.gcd(block, hop))
 
@@ -362,18 +375,20 @@ class JitterBuffer:
     """The buffer between the worker and the output callback, and its policy.
 
     Holds float32 frames of ``channels`` channels. Playback starts once it holds ``target`` frames
-    (:func:`jitter_target` of the callback block; silence is played until then). An empty buffer (underrun) plays
-    the missing frames plus ``hop`` more as silence and raises ``target`` by ``hop`` (up to ``max_target``):
-    overload costs one hop of latency instead of a glitch every block. A level above ``target + slack`` (a stall's
-    backlog, or two devices' clocks drifting apart) drops the oldest frames back to ``target``.
+    (:func:`jitter_target` of the callback block; silence is played until then). An empty buffer (underrun)
+    plays the missing frames plus ``hop`` more as silence and raises ``target`` by ``hop`` (up to
+    ``max_target``): overload costs one hop of latency instead of a glitch every block. A level above
+    ``target + slack`` (a stall's backlog, or two devices' clocks drifting apart) drops the oldest frames back
+    to ``target``.
 
     ``blocksize`` None means the host picks the callback size (JACK: its period); it is learnt from the first
     callback. ``inserted`` counts the silent frames played in place of audio, ``trimmed`` the frames dropped:
-    together they give the exact delay (see :func:`pipeline_delay`). After :meth:`drain` starts, the source has
-    ended and an empty buffer is the end of the stream, not an underrun.
+    together they give the exact delay (see :func:`pipeline_delay`). After :meth:`drain` starts, the source
+    has ended and an empty buffer is the end of the stream, not an underrun.
     """
 
-    def __init__(self, channels: int, hop: int, resampled: bool, max_target: int, blocksize: int | None) -> None:
+    def __init__(self, channels: int, hop: int, resampled: bool, max_target: int,
+                 blocksize: int | None) -> None:
         self.channels = channels
         self.grow = hop
         self.resampled = resampled
@@ -398,10 +413,12 @@ class JitterBuffer:
         self.blocksize = block
         self.target = jitter_target(block, self.grow, self.resampled)
         self.max_target = max(self.max_target, self.target)
-        self.slack = 2 * block + self.grow  # a block of callback granularity and a hop of engine burstiness, twice
+        # Trim only far above target: two blocks of callback granularity and a hop of engine burstiness.
+        self.slack = 2 * block + self.grow
 
     def write(self, block: np.ndarray) -> None:
-        """Queue float32 ``[channels, n]`` (worker thread); a full buffer loses its oldest frames (counted)."""
+        """Queue float32 ``[channels, n]`` (worker thread); a full buffer loses its oldest frames
+        (counted)."""
         if block.shape[1] == 0:
             return
         lost = self.fifo.write(np.ascontiguousarray(block.T))
@@ -411,10 +428,11 @@ class JitterBuffer:
                 self.trim_events += 1
 
     def wait_for_room(self, frames: int, stop: threading.Event) -> None:
-        """Block until ``frames`` more fit without exceeding ``target`` by more than a block (how a file source
-        is paced by the output device)."""
+        """Block until ``frames`` more fit without exceeding ``target`` by more than a block (how a file
+        source is paced by the output device)."""
+        room = self.blocksize or self.grow  # before the first callback the block is not known yet
         with self._space:
-            while not stop.is_set() and self.fifo.level + frames > self.target + (self.blocksize or self.grow):
+            while not stop.is_set() and self.fifo.level + frames > self.target + room:
                 self._space.wait(0.05)
 
     def drain(self, timeout: float) -> None:
@@ -461,8 +479,8 @@ class JitterBuffer:
             self._space.notify()
 
     def _read(self, outdata: np.ndarray, start: int, end: int) -> None:
-        """Fill ``outdata[start:end]`` from the buffer, mapping its channels onto the device's (mono is copied to
-        every device channel, other mismatches are downmixed)."""
+        """Fill ``outdata[start:end]`` from the buffer, mapping its channels onto the device's (mono is copied
+        to every device channel, other mismatches are downmixed)."""
         if end <= start:
             return
         if outdata.shape[1] == self.channels:
@@ -487,9 +505,9 @@ class Playback:
         self.device_channels = min(device.outputs, max(buffer.channels, 2))
         self.xruns = _Xruns()
         try:
-            self.stream = sd.OutputStream(device=device.index, samplerate=samplerate, blocksize=buffer.blocksize or 0,
-                                          channels=self.device_channels, dtype="float32", latency=latency,
-                                          callback=self._callback)
+            self.stream = sd.OutputStream(device=device.index, samplerate=samplerate,
+                                          blocksize=buffer.blocksize or 0, channels=self.device_channels,
+                                          dtype="float32", latency=latency, callback=self._callback)
         except (sd.PortAudioError, ValueError) as exc:
             raise _open_error("output", device, exc) from None
 
@@ -515,8 +533,8 @@ class Playback:
 
 
 def phase_offset(capture: Capture, playback: Playback) -> float | None:
-    """How many frames later the output stream's frame 0 was handed to PortAudio than the input stream's frame 0
-    (float frames; None until both streams have run)."""
+    """How many frames later the output stream's frame 0 was handed to PortAudio than the input stream's frame
+    0 (float frames; None until both streams have run)."""
     t_in = capture.xruns.origin(capture.samplerate)
     t_out = playback.xruns.origin(playback.samplerate)
     if t_in is None or t_out is None:
@@ -525,9 +543,9 @@ def phase_offset(capture: Capture, playback: Playback) -> float | None:
 
 
 def pipeline_delay(capture: Capture, playback: Playback, engine_latency: int) -> int | None:
-    """Frames from an input sample's callback to its output sample's callback, beyond what PortAudio reports as
-    the two streams' latencies: the phase between the streams, the engine's latency, and the jitter buffer's
-    net inserted frames (priming and underrun silence, minus trimmed and dropped frames).
+    """Frames from an input sample's callback to its output sample's callback, beyond what PortAudio reports
+    as the two streams' latencies: the phase between the streams, the engine's latency, and the jitter
+    buffer's net inserted frames (priming and underrun silence, minus trimmed and dropped frames).
 
     Output frame ``p`` carries engine output ``m = p - inserted + trimmed``, which is engine input
     ``m - engine_latency``, which is input frame ``k = m - engine_latency + dropped``; so the delay is

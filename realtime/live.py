@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from realtime.audio_io import (
     resolve_device,
 )
 from realtime.engine import StreamingEngine
-from realtime.errors import AudioFormatError, ConfigError, DenoiseError
+from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError
 from realtime.fileio import AUDIO_EXTENSIONS, read_audio_info
 from realtime.model import FrameModel, load_model
 from realtime.resample import ResamplingEngine
@@ -60,8 +61,8 @@ FADE_SECONDS = 0.010  # A/B crossfade: short enough to feel instant, long enough
 MAX_JITTER_SECONDS = 0.5  # the jitter buffer stops growing here; beyond it overload is heard, not buffered
 QUEUE_SECONDS = 0.5  # capture backlog a stalled worker may accumulate before blocks are dropped
 STATUS_HZ = 4
-# PortAudio callbacks are Python and need the GIL; the default 5 ms switch interval could hold them back for half
-# a 10 ms block while the worker computes.
+# PortAudio callbacks are Python and need the GIL; the default 5 ms switch interval could hold them back for
+# half a 10 ms block while the worker computes.
 _SWITCH_INTERVAL = 0.0005
 
 
@@ -98,9 +99,9 @@ def parse_endpoint(text: str, kind: str) -> Endpoint:
 class ABPipeline:
     """The engine plus a dry path delayed by the same latency, crossfaded by the bypass switch.
 
-    Both paths always run, so switching is sample-aligned and instant (a ``FADE_SECONDS`` crossfade). Blocks are
-    float32 ``[C, n]`` at the stream rate. Each ``process`` call is timed; ``hop_us`` holds its duration scaled to
-    one model hop of audio.
+    Both paths always run, so switching is sample-aligned and instant (a ``FADE_SECONDS`` crossfade). Blocks
+    are float32 ``[C, n]`` at the stream rate. Each ``process`` call is timed; ``hop_us`` holds its duration
+    scaled to one model hop of audio.
     """
 
     def __init__(self, engine: Engine, channels: int, rate: int, hop: int, bypass: bool) -> None:
@@ -112,7 +113,7 @@ class ABPipeline:
         self._dry = np.zeros((channels, self.latency), dtype=np.float32)
         self._wet = 0.0 if bypass else 1.0
         self._step = 1.0 / max(1, round(FADE_SECONDS * rate))
-        self.hop_us: list[float] = []
+        self.hop_us = array("d")  # one float per call: compact for hours of audio
         self.compute_s = 0.0
         self.frames = 0
 
@@ -154,10 +155,11 @@ class ABPipeline:
 
     def percentiles(self, last: int | None = None) -> tuple[float, float]:
         """(p50, p99) of ``hop_us`` (all, or the ``last`` N); NaN before the first block."""
-        data = self.hop_us[-last:] if last else self.hop_us
-        if not data:
+        data = np.frombuffer(self.hop_us, dtype=np.float64)
+        data = data[-last:] if last else data
+        if not data.size:
             return float("nan"), float("nan")
-        p50, p99 = np.percentile(np.asarray(data), [50, 99])
+        p50, p99 = np.percentile(data, [50, 99])
         return float(p50), float(p99)
 
     @property
@@ -166,7 +168,7 @@ class ABPipeline:
         return self.compute_s / (self.frames / self.rate) if self.frames else float("nan")
 
 
-# ----------------------------------------------------------------------------------------------------- sources
+# --------------------------------------------------------------------------------------------- sources
 
 
 class Source(Protocol):
@@ -176,7 +178,8 @@ class Source(Protocol):
 
 
 class DeviceSource:
-    """Blocks from a :class:`Capture`; after ``stop`` (input stream already stopped) the backlog is drained."""
+    """Blocks from a :class:`Capture`; after ``stop`` (input stream already stopped) the backlog is
+    drained."""
 
     def __init__(self, capture: Capture) -> None:
         self.capture = capture
@@ -197,11 +200,11 @@ class DeviceSource:
 
 
 class FileSource:
-    """A file in blocks: paced in real time (``realtime``), by a playback device's buffer (``playback``), or as
-    fast as the worker runs. ``limit`` caps the frames read (``--duration``)."""
+    """A file in blocks: paced in real time (``realtime``), by a playback device's buffer (``playback``), or
+    as fast as the worker runs. ``limit`` caps the frames read (``--duration``)."""
 
-    def __init__(self, audio: np.ndarray, rate: int, blocksize: int, realtime: bool, playback: Playback | None,
-                 limit: int | None) -> None:
+    def __init__(self, audio: np.ndarray, rate: int, blocksize: int, realtime: bool,
+                 playback: Playback | None, limit: int | None) -> None:
         self.audio = audio if limit is None else audio[:, :limit]
         self.rate = rate
         self.blocksize = blocksize
@@ -226,7 +229,7 @@ class FileSource:
             yield block
 
 
-# ------------------------------------------------------------------------------------------------------- sinks
+# ----------------------------------------------------------------------------------------------- sinks
 
 
 class Sink(Protocol):
@@ -257,8 +260,8 @@ class DeviceSink:
 
 
 class FileSink:
-    """A WAV/FLAC/OGG recording aligned with the input: the first ``skip`` frames (the engine latency) are dropped.
-    Written to a hidden temporary file beside the target and renamed over it when finished."""
+    """A WAV/FLAC/OGG recording aligned with the input: the first ``skip`` frames (the engine latency) are
+    dropped. Written to a hidden temporary file beside the target and renamed over it when finished."""
 
     def __init__(self, path: Path, rate: int, channels: int, skip: int, subtype: str | None) -> None:
         fmt = path.suffix[1:].upper()
@@ -270,8 +273,8 @@ class FileSink:
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = sf.SoundFile(str(self._tmp), "w", samplerate=rate, channels=channels, subtype=subtype,
-                                      format=fmt)
+            self._file = sf.SoundFile(str(self._tmp), "w", samplerate=rate, channels=channels,
+                                      subtype=subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
             self._tmp.unlink(missing_ok=True)
             raise DenoiseError(f"Cannot write {path} ({exc}).",
@@ -295,7 +298,7 @@ class FileSink:
         self._tmp.unlink(missing_ok=True)
 
 
-# ------------------------------------------------------------------------------------------------------ runner
+# ---------------------------------------------------------------------------------------------- runner
 
 
 @dataclass
@@ -372,8 +375,9 @@ class LiveSession:
         return self.blocksize
 
     def xruns(self) -> dict[str, int]:
-        under = (self.capture.underruns if self.capture else 0) + (self.playback.underruns if self.playback else 0)
-        over = (self.capture.overruns if self.capture else 0) + (self.playback.overruns if self.playback else 0)
+        streams = [s for s in (self.capture, self.playback) if s is not None]
+        under = sum(s.underruns for s in streams)
+        over = sum(s.overruns for s in streams)
         return {"xruns": under + over, "underruns": under, "overruns": over}
 
     def xrun_detail(self) -> dict[str, int]:
@@ -392,7 +396,7 @@ class LiveSession:
 
     def summary(self) -> dict[str, Any]:
         p50, p99 = self.pipeline.percentiles()
-        times = np.asarray(self.pipeline.hop_us) if self.pipeline.hop_us else np.zeros(1)
+        times = np.frombuffer(self.pipeline.hop_us, dtype=np.float64) if self.pipeline.hop_us else np.zeros(1)
         frames_out = self.sink.frames
         if self.playback is not None:
             frames_out = self.playback.xruns.frames
@@ -419,23 +423,27 @@ class LiveSession:
             "bypass": self.pipeline.bypass,
         }
 
+    def header(self) -> str:
+        spec = self.frame_model.spec
+        return (f"{self.frame_model.path.name} ({spec.sample_rate} Hz, hop {spec.hop_ms:g} ms, ONNX Runtime "
+                f"on {self.frame_model.device}): {self.input_name} -> {self.output_name} at {self.rate} Hz, "
+                f"block {self.block() or 'from the host'}")
+
     def status_line(self) -> str:
         lat = self.latencies()
         p50, p99 = self.pipeline.percentiles(last=500)
         x = self.xruns()
         mode = "BYPASS" if self.pipeline.bypass else "denoise"
-        return (f"[{mode}] {self.frame_model.path.name} {self.input_name} -> {self.output_name} "
-                f"{self.rate} Hz/{self.block()} | latency {lat['latency_ms']:.1f} ms (model "
-                f"{lat['algorithmic_latency_ms']:.1f} + resampler {lat['resampler_latency_ms']:.1f} + device "
-                f"{lat['device_latency_ms']:.1f} + jitter {lat['jitter_buffer_ms']:.1f}) | hop p50 {p50:.0f} us "
-                f"p99 {p99:.0f} us | RTF {self.pipeline.rtf:.3f} | xruns {x['xruns']} "
-                f"(under {x['underruns']}, over {x['overruns']})")
+        return (f"{mode:7} | latency {lat['latency_ms']:.1f} ms (model {lat['algorithmic_latency_ms']:.1f} + "
+                f"resampler {lat['resampler_latency_ms']:.1f} + device {lat['device_latency_ms']:.1f} + "
+                f"jitter {lat['jitter_buffer_ms']:.1f}) | hop p50/p99 {p50:.0f}/{p99:.0f} us | "
+                f"RTF {self.pipeline.rtf:.3f} | xruns {x['xruns']}")
 
 
 def _raise_priority() -> str:
     """Put the calling thread in SCHED_FIFO at priority 1, the lowest real-time priority (below the audio
-    driver's own threads), where the OS allows it (root, or an rtprio limit): on a busy machine a worker at normal
-    priority can be kept off the CPU for longer than a block. Returns the priority it runs at."""
+    driver's own threads), where the OS allows it (root, or an rtprio limit): on a busy machine a worker at
+    normal priority can be kept off the CPU for longer than a block. Returns the priority it runs at."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # 0: the calling thread, on Linux
     except (AttributeError, OSError):  # not Linux, or not permitted
@@ -449,7 +457,8 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 def _validate(samplerate: int | None, blocksize: int | None, latency: str, duration: float | None) -> None:
     if latency not in ("low", "high"):
-        raise ConfigError(f"--latency is {latency!r}, expected 'low' or 'high'.", "pass --latency low or high.")
+        raise ConfigError(f"--latency is {latency!r}, expected 'low' or 'high'.",
+                          "pass --latency low or high.")
     if samplerate is not None and samplerate < 1000:
         raise ConfigError(f"--samplerate is {samplerate}, expected a rate >= 1000 Hz.",
                           "omit it to use the device's default rate.")
@@ -466,16 +475,16 @@ def _choose_rate(samplerate: int | None, file_rate: int | None, devices: list[tu
     device (the model itself is resampled to any rate)."""
     if file_rate is not None:
         if samplerate is not None and samplerate != file_rate:
-            raise AudioFormatError(f"--samplerate {samplerate} was given but the input file is {file_rate} Hz.",
-                                   "omit --samplerate with a file input: the file's rate is used and the model "
-                                   "is resampled.")
+            raise AudioFormatError(
+                f"--samplerate {samplerate} was given but the input file is {file_rate} Hz.",
+                "omit --samplerate with a file input: the file's rate is used and the model is resampled.")
         rate = file_rate
     elif samplerate is not None:
         rate = samplerate
     else:
         rate = round(devices[0][0].default_samplerate)
     for device, kind in devices:
-        check_rate(device, kind, rate, channels[kind])  # type: ignore[arg-type]
+        check_rate(device, kind, rate, channels[kind], from_file=file_rate is not None)
     return rate
 
 
@@ -509,8 +518,8 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
     rate = _choose_rate(samplerate, file_info.rate if file_info else None, devices,
                         {"input": 1, "output": out_channels})
     hop = max(1, round(spec.hop * rate / spec.sample_rate))
-    # JACK fixes the callback size (its period): asking PortAudio for another one makes it re-block, which adds
-    # a burst of buffering that PortAudio does not report. So on JACK the default block is the period.
+    # JACK fixes the callback size (its period): asking PortAudio for another one makes it re-block, which
+    # adds a burst of buffering that PortAudio does not report. So on JACK the default block is the period.
     host_sized = any(d.hostapi == JACK_HOSTAPI for d, _ in devices)
     block = blocksize or (None if host_sized else hop)
     engine: Engine = StreamingEngine(frame_model, channels)
@@ -558,6 +567,7 @@ def _run(session: LiveSession, wall_limit: float | None) -> None:
     """Start the streams and the worker, wait for the end (input exhausted, --duration, Ctrl-C, SIGTERM), stop
     everything in order, and re-raise a worker error."""
     stop = threading.Event()  # tells the worker to finish
+    lost: DeviceError | None = None
     interrupted = threading.Event()
     restore = _install_signal_handlers(interrupted)
     old_interval = sys.getswitchinterval()
@@ -578,13 +588,18 @@ def _run(session: LiveSession, wall_limit: float | None) -> None:
         while worker.is_alive() and not interrupted.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if any(not stream.active for stream in streams):
+                lost = DeviceError("An audio stream stopped by itself (device unplugged, or the sound server "
+                                   "stopped).", "check the device with `denoise devices` and start again.")
+                break
             worker.join(timeout=1.0 / STATUS_HZ if deadline is None else
                         max(0.0, min(1.0 / STATUS_HZ, deadline - time.monotonic())))
             if status:
                 status.update()
         session.latency_at_stop = session.latencies()
         if session.playback is not None and session.capture is not None:
-            session.playback.buffer.draining = True  # no input from now on: an empty buffer is the end, not an underrun
+            # No input from now on: an empty buffer is the end of the stream, not an underrun.
+            session.playback.buffer.draining = True
         if session.capture is not None:
             _call(session.capture.stream.stop, "stop")
         stop.set()
@@ -603,6 +618,8 @@ def _run(session: LiveSession, wall_limit: float | None) -> None:
         restore()
     if session.error is not None:
         raise session.error
+    if lost is not None:
+        raise lost
 
 
 def _call(fn: Any, what: str) -> None:
@@ -615,7 +632,8 @@ def _call(fn: Any, what: str) -> None:
 
 
 def _install_signal_handlers(event: threading.Event) -> Any:
-    """Ctrl-C and SIGTERM set ``event`` (clean stop and summary); returns a function restoring the old handlers."""
+    """Ctrl-C and SIGTERM set ``event`` (clean stop and summary); returns a function restoring the old
+    handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -653,9 +671,10 @@ class _StatusLine:
         self.live = Live(console=self.console, refresh_per_second=STATUS_HZ, transient=True)
 
     def start(self) -> None:
+        self.console.print(self.session.header(), highlight=False, markup=False)
+        keys = "Enter switches denoise/bypass, " if sys.stdin and sys.stdin.isatty() else ""
+        self.console.print(f"{keys}Ctrl-C stops", highlight=False)
         self.live.start()
-        if sys.stdin and sys.stdin.isatty():
-            self.console.print("press Enter to switch denoise/bypass, Ctrl-C to stop")
 
     def update(self) -> None:
         from rich.text import Text
@@ -670,6 +689,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"{s['input']} -> {s['output']} at {s['samplerate']} Hz, block {s['blocksize']}: "
           f"{s['frames_in']} frames in, {s['frames_out']} out in {s['seconds']} s")
     print(f"latency {s['latency_ms']} ms = model {s['algorithmic_latency_ms']} + resampler "
-          f"{s['resampler_latency_ms']} + device {s['device_latency_ms']} + jitter buffer {s['jitter_buffer_ms']}")
+          f"{s['resampler_latency_ms']} + device {s['device_latency_ms']} + jitter buffer "
+          f"{s['jitter_buffer_ms']}")
     print(f"compute per hop p50 {s['p50_us']} us, p99 {s['p99_us']} us, max {s['max_us']} us; RTF {s['rtf']}")
     print(f"xruns {s['xruns']} (underruns {s['underruns']}, overruns {s['overruns']})")

@@ -13,8 +13,8 @@ def jack_rig() -> Iterator[Callable[..., object]]:
     """A factory starting private JACK servers with a fake microphone and speakers (see ``jack_fixture.py``):
     ``rig = jack_rig(samplerate=16000, period=160)``. Everything it started is stopped after the test.
 
-    Skipped when jackd, libportaudio2 or JACK-Client are missing, except in CI (``CI=true``), which installs them:
-    there a missing piece fails the test instead of hiding it.
+    Skipped when jackd, libportaudio2 or JACK-Client are missing, except in CI (``CI=true``), which installs
+    them: there a missing piece fails the test instead of hiding it.
     """
     from jack_fixture import JackRig, missing_live_audio
 

@@ -4,12 +4,12 @@
       test_mic:capture_1  ->  [program: PortAudio's JACK host API]  ->  test_speakers:playback_1
       (plays what the test asks)     --input test_mic --output test_speakers      (records every cycle)
 
-Every JACK client with audio ports appears to PortAudio as a device named after the client, so the program under
-test opens the two by name. Both clients stamp their buffers with the JACK frame clock shared by the whole graph,
-so the delay from microphone to speakers is measured in exact frames.
+Every JACK client with audio ports appears to PortAudio as a device named after the client, so the program
+under test opens the two by name. Both clients stamp their buffers with the JACK frame clock shared by the
+whole graph, so the delay from microphone to speakers is measured in exact frames.
 
-Start the rig before the program imports sounddevice (PortAudio lists devices when it initialises), and run the
-program in a subprocess with :attr:`JackRig.env`.
+Start the rig before the program imports sounddevice (PortAudio lists devices when it initialises), and run
+the program in a subprocess with :attr:`JackRig.env`.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ class JackRig:
 
     # -- what tests call -------------------------------------------------------------------------------------
     def wait_connected(self, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
-        """Wait until something reads the microphone and feeds the speakers (the program's streams started)."""
+        """Wait until something reads the microphone and feeds the speakers (the program's streams
+        started)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (self._mic.get_all_connections(self._mic_port)
@@ -175,16 +176,17 @@ class JackRig:
             time.sleep(0.02)
 
     def recording(self) -> tuple[np.ndarray, int]:
-        """Everything the speakers received, float32 ``[N]`` indexed by JACK frame from the first recorded cycle,
-        and the index in it at which the signal started playing on the microphone."""
+        """Everything the speakers received, float32 ``[N]`` indexed by JACK frame from the first recorded
+        cycle, and the index in it at which the signal started playing on the microphone (0 if it never
+        played)."""
         tap = list(self._tap)
-        if not tap or self.start_frame is None:
-            raise AssertionError("nothing was recorded, or the signal never played")
+        if not tap:
+            raise AssertionError("the speakers recorded nothing: the JACK server ran no cycle")
         first = tap[0][0]
         y = np.zeros(tap[-1][0] - first + len(tap[-1][1]), dtype=np.float32)
         for frame, block in tap:
             y[frame - first:frame - first + len(block)] = block
-        return y, self.start_frame - first
+        return y, 0 if self.start_frame is None else self.start_frame - first
 
     def close(self) -> None:
         import jack

@@ -27,7 +27,8 @@ from realtime.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = 128
-# Runs the CLI with PortAudio's library hidden, exactly as sounddevice finds it missing on a machine without it.
+# Runs the CLI with PortAudio's library hidden, exactly as sounddevice finds it missing on a machine without
+# it.
 NO_PORTAUDIO = (
     "import ctypes.util, sys\n"
     "_find = ctypes.util.find_library\n"
@@ -216,8 +217,8 @@ def test_bypass_is_the_input_delayed_by_the_engine_latency(tmp_path: Path) -> No
 
 
 def test_toggling_crossfades_between_aligned_paths(tmp_path: Path) -> None:
-    """Denoised and bypassed output are the same signal at the same time (gain 0.5 vs 1), so after a toggle the
-    output moves from 0.5 x to x within the fade and never jumps in time."""
+    """Denoised and bypassed output are the same signal at the same time (gain 0.5 vs 1), so after a toggle
+    the output moves from 0.5 x to x within the fade and never jumps in time."""
     engine = StreamingEngine(load_model(gain_model(tmp_path / "g.onnx", gain=0.5)))
     x = np.full((1, 8000), 0.4, dtype=np.float32)
     ab = ABPipeline(engine, 1, 16000, HOP, bypass=False)

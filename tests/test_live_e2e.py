@@ -1,22 +1,23 @@
 """End-to-end tests of ``denoise live`` with real audio streams and no mocks.
 
-A private JACK server with its dummy driver stands in for the sound card (``jack_fixture.py``): ``test_mic`` plays a
-test signal, ``test_speakers`` records, and ``denoise live --input test_mic --output test_speakers`` runs as a
-subprocess through PortAudio's JACK host API. Both clients stamp audio with the JACK frame clock, so the delay
-from microphone to speakers is measured in exact frames.
+A private JACK server with its dummy driver stands in for the sound card (``jack_fixture.py``): ``test_mic``
+plays a test signal, ``test_speakers`` records, and ``denoise live --input test_mic --output test_speakers``
+runs as a subprocess through PortAudio's JACK host API. Both clients stamp audio with the JACK frame clock, so
+the delay from microphone to speakers is measured in exact frames.
 
 What is asserted, and why:
 
 * The recording is the offline ``denoise enhance`` result of the signal (``enhance_audio``, what ``enhance``
-  runs), delayed: >= 30 dB SNR over the whole signal and in every 100 ms chunk. The model is a tiny ONNX gain of
-  0.5, so audio that bypassed the model (6 dB SNR) or lost blocks fails.
+  runs), delayed: >= 30 dB SNR over the whole signal and in every 100 ms chunk. The model is a tiny ONNX gain
+  of 0.5, so audio that bypassed the model (6 dB SNR) or lost blocks fails.
 * Every chunk has the same delay, and it equals the summary's ``latency_samples`` within one frame. The total
   is counted in frames (PortAudio's reported stream latencies, the engine's latency, the silence the jitter
   buffer played ahead of the audio); only the phase between the input and output streams is estimated, from
   callback times on the monotonic clock, and rounded to a frame: hence the one-frame tolerance.
 * A run in which the JACK server or the program saw an xrun while the signal played is retried (3 tries): on a
   busy 2-core machine an xrun says more about the machine than about the program, and an xrun legitimately
-  changes the latency (the jitter buffer grows by a hop). Xrun counting itself is tested with an overloaded model.
+  changes the latency (the jitter buffer grows by a hop). Xrun counting itself is tested with an overloaded
+  model.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import soundfile as sf
 from onnx import TensorProto, helper, numpy_helper
 from onnx_models import OPSET, gain_model, make_spec
 from scipy import signal as sps
@@ -148,7 +150,8 @@ def run_live(rig: Any, model: Path, expected: np.ndarray, signal_in: np.ndarray,
 
 def clean_run(jack_rig: Callable[..., Any], samplerate: int, period: int, model: Path, expected: np.ndarray,
               signal_in: np.ndarray, *extra: str, stop: str = "duration", tries: int = 3) -> LiveRun:
-    """The first of ``tries`` runs (each on a fresh server) in which no xrun happened; fails with all of them."""
+    """The first of ``tries`` runs (each on a fresh server) in which no xrun happened; fails with all of
+    them."""
     runs = []
     for _ in range(tries):
         run = run_live(jack_rig(samplerate=samplerate, period=period), model, expected, signal_in, *extra,
@@ -177,7 +180,8 @@ def gain_onnx(tmp_path: Path) -> Path:
 
 
 def expected_output(model: Path, x: np.ndarray, rate: int) -> np.ndarray:
-    """What ``denoise enhance`` makes of ``x`` (streaming resamplers at rates other than the model's, as live)."""
+    """What ``denoise enhance`` makes of ``x`` (streaming resamplers at rates other than the model's, as
+    live)."""
     frame_model = load_model(model)
     streaming = rate != frame_model.spec.sample_rate
     return enhance_audio(frame_model, x[None, :], rate, streaming=streaming)[0]
@@ -219,6 +223,56 @@ def test_bypass_plays_the_input_with_the_same_latency(jack_rig: Callable[..., An
     check_delay_and_audio(run)
     assert run.summary["bypass"] is True
     assert run.summary["blocksize"] == 160  # no --blocksize on JACK: its period
+
+
+def test_microphone_to_wav_records_the_enhanced_input(jack_rig: Callable[..., Any], gain_onnx: Path,
+                                                      tmp_path: Path) -> None:
+    """--output FILE: the recording is the model's output aligned with the microphone (latency removed)."""
+    rig = jack_rig()
+    x = probe_signal(16000)
+    out = tmp_path / "rec.wav"
+    cmd = [sys.executable, "-m", "cli", "live", "--input", "test_mic", "--output", str(out), "--model",
+           str(gain_onnx), "--duration", "3.5", "--json"]
+    proc = subprocess.Popen(cmd, env=rig.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not rig.connections()["test_mic:capture_1"]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        time.sleep(0.3)
+        rig.play(x)
+        rig.wait_played()
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    recorded, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and len(recorded) == summary["frames_in"] == summary["frames_out"]
+    match = find_in_recording(recorded, 0, expected_output(gain_onnx, x, 16000), 16000)
+    assert match.snr_db >= MIN_SNR_DB and match.worst_chunk_snr_db >= MIN_SNR_DB, match
+    assert match.chunk_delays == [match.delay], match
+
+
+def test_wav_to_speakers_plays_the_enhanced_file(jack_rig: Callable[..., Any], gain_onnx: Path,
+                                                 tmp_path: Path) -> None:
+    """--input FILE: the file is streamed through the engine, paced by the output device, and the run ends by
+    itself once the file (and the engine's tail) has been played."""
+    rig = jack_rig()
+    x = probe_signal(16000)
+    source = tmp_path / "in.wav"
+    sf.write(source, x, 16000, subtype="FLOAT")
+    start = time.monotonic()
+    res = _cli(rig, "live", "--input", str(source), "--output", "test_speakers", "--model", str(gain_onnx),
+               "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["frames_in"] == len(x) and time.monotonic() - start >= len(x) / 16000  # played in real time
+    recording, _ = rig.recording()
+    match = find_in_recording(recording, 0, expected_output(gain_onnx, x, 16000), 16000)
+    assert match.snr_db >= MIN_SNR_DB and match.worst_chunk_snr_db >= MIN_SNR_DB, match
 
 
 def slow_model(path: Path, hop_seconds: float) -> Path:
