@@ -26,29 +26,30 @@ if __name__ == "__main__":
                  "RAYON_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
         os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import ctypes  # noqa: E402
-import importlib.metadata  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from abc import ABC, abstractmethod  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+import argparse
+import ctypes
+import importlib.metadata
+import importlib.util
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import soxr  # noqa: E402
+import numpy as np
+import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from evaluation.evaluate import find_pairs, load_pair  # noqa: E402
-from evaluation.metrics import METRIC_NAMES, MetricWarning, align, score_pair  # noqa: E402
-from realtime.errors import DenoiseError  # noqa: E402
+from evaluation.evaluate import find_pairs, load_pair
+from evaluation.metrics import METRIC_NAMES, MetricWarning, align, score_pair
+from realtime.errors import DenoiseError
 
 EVAL_RATE = 16000
 LAG_FILES = 10  # clips used to measure each tool's constant delay
@@ -92,7 +93,7 @@ def _asset(package: str, relative: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"{package} is not installed", name=package)
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise ImportError(f"{package} has no {relative}", name=package)
     return str(path)
@@ -374,7 +375,7 @@ def run_peer(peer: Peer, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray
     """Stream every clip through ``peer`` hop by hop (timed), measure and remove its delay, and score it."""
     sr, hop = peer.sample_rate, peer.hop
     slack_ms = (peer.latency_ms or 0.0) + DELAY_SLACK_MS
-    slack = int(math.ceil(slack_ms * sr / 1000.0))
+    slack = math.ceil(slack_ms * sr / 1000.0)
     times: list[np.ndarray] = []
     streamed: list[np.ndarray] = []
     processed = 0
@@ -396,7 +397,7 @@ def run_peer(peer: Peer, clean: Sequence[np.ndarray], noisy: Sequence[np.ndarray
         times.append(t)
         processed += blocks * hop
         streamed.append(out if sr == EVAL_RATE else soxr.resample(out, sr, EVAL_RATE, quality="HQ"))
-    max_lag = int(math.ceil(slack_ms * EVAL_RATE / 1000.0))
+    max_lag = math.ceil(slack_ms * EVAL_RATE / 1000.0)
     lags = [align(c, s[: c.shape[0] + max_lag], max_lag) for c, s in zip(clean[:LAG_FILES], streamed)]
     delay = int(np.median(lags))
     agree = sum(abs(lag - delay) <= 1 for lag in lags) / len(lags)
@@ -457,7 +458,7 @@ def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | N
         start = time.perf_counter()
         try:
             row.update(run_peer(peer, clean, noisy), status="ok")
-        except Exception as exc:  # one broken peer must not sink the table; its row says what happened
+        except Exception as exc:  # noqa: BLE001 -- one broken peer must not sink the table; its row says what happened
             row.update(status="failed", note=f"{type(exc).__name__}: {exc}")
         log(f"{entry.label}: {row['status']} in {time.perf_counter() - start:.0f} s")
         rows.append(row)
@@ -492,8 +493,8 @@ def markdown(doc: dict[str, Any]) -> str:
     """The result as one Markdown table plus the definitions and notes."""
     header = ["tool", "rate (kHz)", "latency (ms)", "measured delay (ms)", "PESQ-WB", "STOI", "SI-SDR (dB)",
               "RTF (1 thread)", "hop (ms)", "hop p99 (ms)"]
-    lines = [f"{doc['pairs']} pairs ({doc['seconds']:.0f} s) from `{doc['data']}`; one thread on one core "
-             f"({doc['machine']}; load average at start {doc['loadavg_at_start']}).", "",
+    lines = [(f"{doc['pairs']} pairs ({doc['seconds']:.0f} s) from `{doc['data']}`; one thread on one core "
+              f"({doc['machine']}; load average at start {doc['loadavg_at_start']})."), "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     notes = []
     undefined: dict[str, list[str]] = {}

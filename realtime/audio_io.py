@@ -47,8 +47,7 @@ _sd: ModuleType | None = None
 
 
 def portaudio() -> ModuleType:
-    """Import ``sounddevice`` (which loads PortAudio); a missing library becomes a one-line
-    :class:`DeviceError`."""
+    """Import ``sounddevice``, which loads PortAudio; a missing library is a one-line :class:`DeviceError`."""
     global _sd
     if _sd is None:
         try:
@@ -111,8 +110,7 @@ def _defaults(sd: ModuleType) -> tuple[int, int]:
 
 
 def print_devices() -> None:
-    """The ``denoise devices`` command: a table of devices ('>' marks the default input, '<' the default
-    output)."""
+    """The ``denoise devices`` command: a table of devices, '>' marking the default input, '<' the output."""
     sd = portaudio()
     devices = list_devices()
     print(f"{sd.get_portaudio_version()[1]}")
@@ -303,8 +301,7 @@ class Capture:
 
 
 class SampleFifo:
-    """A ring buffer of float32 ``[n, channels]`` frames (the layout PortAudio's callback writes), with a
-    lock."""
+    """A locked ring buffer of float32 ``[n, channels]`` frames (the layout PortAudio's callback writes)."""
 
     def __init__(self, channels: int, capacity: int) -> None:
         self._buf = np.zeros((capacity, channels), dtype=np.float32)
@@ -417,8 +414,7 @@ class JitterBuffer:
         self.slack = 2 * block + self.grow
 
     def write(self, block: np.ndarray) -> None:
-        """Queue float32 ``[channels, n]`` (worker thread); a full buffer loses its oldest frames
-        (counted)."""
+        """Queue float32 ``[channels, n]`` (worker thread); a full buffer loses its oldest frames, counted."""
         if block.shape[1] == 0:
             return
         lost = self.fifo.write(np.ascontiguousarray(block.T))
@@ -533,8 +529,8 @@ class Playback:
 
 
 def phase_offset(capture: Capture, playback: Playback) -> float | None:
-    """How many frames later the output stream's frame 0 was handed to PortAudio than the input stream's frame
-    0 (float frames; None until both streams have run)."""
+    """How many frames after the input stream's frame 0 the output stream's frame 0 was handed to PortAudio
+    (float frames; None until both streams have run)."""
     t_in = capture.xruns.origin(capture.samplerate)
     t_out = playback.xruns.origin(playback.samplerate)
     if t_in is None or t_out is None:
@@ -550,6 +546,13 @@ def pipeline_delay(capture: Capture, playback: Playback, engine_latency: int) ->
     Output frame ``p`` carries engine output ``m = p - inserted + trimmed``, which is engine input
     ``m - engine_latency``, which is input frame ``k = m - engine_latency + dropped``; so the delay is
     ``offset + p - k = offset + engine_latency + inserted - trimmed - dropped``.
+
+    Only ``offset`` is estimated (:meth:`_Xruns.origin`, rounded to a frame); measured on JACK, the total with
+    PortAudio's latencies equals the delay on the server's frame clock to the frame. That holds when each
+    callback gets one host buffer (ALSA sizes its periods to the block; on JACK the block is the period). A
+    block that differs from the host's buffer makes PortAudio re-block, and the buffering that adds is missing
+    from PortAudio 19.6's reported latency and from this: measured on JACK with period 160, block 128 or 256
+    played ``block - gcd(block, period)`` frames (96 or 224) later than reported.
     """
     offset = phase_offset(capture, playback)
     if offset is None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import signal
 import sys
 import threading
@@ -136,6 +137,7 @@ class ABPipeline:
         return gain * wet + (1.0 - gain) * dry
 
     def process(self, block: np.ndarray) -> np.ndarray:
+        """float32 ``[C, n]`` in -> the samples the engine made final, denoised, bypassed or crossfading."""
         start = time.perf_counter()
         wet = self.engine.process(block)
         out = self._mix(wet, block)
@@ -151,12 +153,18 @@ class ABPipeline:
         """The remaining ``latency`` samples of both paths (the engine is reset for a new stream)."""
         wet = self.engine.flush()
         channels = self._dry.shape[0]
-        return self._mix(wet, np.zeros((channels, 0), dtype=np.float32))
+        tail = self._mix(wet, np.zeros((channels, 0), dtype=np.float32))
+        self._dry = np.zeros((channels, self.latency), dtype=np.float32)
+        return tail
+
+    def times_us(self, last: int | None = None) -> np.ndarray:
+        """A copy of ``hop_us`` (all, or the last ``last``): slicing copies, so the worker's appends never
+        meet a numpy view of the array (which would forbid them)."""
+        return np.frombuffer(self.hop_us[-last:] if last else self.hop_us[:], dtype=np.float64)
 
     def percentiles(self, last: int | None = None) -> tuple[float, float]:
-        """(p50, p99) of ``hop_us`` (all, or the ``last`` N); NaN before the first block."""
-        data = np.frombuffer(self.hop_us, dtype=np.float64)
-        data = data[-last:] if last else data
+        """(p50, p99) of ``hop_us`` (all, or the last ``last``); NaN before the first block."""
+        data = self.times_us(last)
         if not data.size:
             return float("nan"), float("nan")
         p50, p99 = np.percentile(data, [50, 99])
@@ -178,16 +186,13 @@ class Source(Protocol):
 
 
 class DeviceSource:
-    """Blocks from a :class:`Capture`; after ``stop`` (input stream already stopped) the backlog is
-    drained."""
+    """Blocks from a :class:`Capture`; after ``stop`` (the input stream stopped first) its backlog too."""
 
     def __init__(self, capture: Capture) -> None:
         self.capture = capture
         self.frames = 0
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
-        import queue
-
         while True:
             try:
                 block = self.capture.blocks.get(timeout=0.05)
@@ -243,6 +248,8 @@ class Sink(Protocol):
 
 
 class DeviceSink:
+    """Playback through a device's jitter buffer; finishing plays out what is queued."""
+
     def __init__(self, playback: Playback) -> None:
         self.playback = playback
         self.frames = 0  # audio frames handed to the device (silence it inserts is counted by Playback)
@@ -365,6 +372,8 @@ class LiveSession:
             "jitter_buffer_ms": 1e3 * jitter_samples / self.rate,
             # how many frames after the input stream's the output stream started (both are devices)
             "stream_phase_samples": phase,
+            # what the jitter buffer primes to: one block and a hop at first, a hop more per underrun
+            "jitter_target_ms": 1e3 * self.playback.buffer.target / self.rate if self.playback else None,
         }
 
     def block(self) -> int | None:
@@ -396,7 +405,7 @@ class LiveSession:
 
     def summary(self) -> dict[str, Any]:
         p50, p99 = self.pipeline.percentiles()
-        times = np.frombuffer(self.pipeline.hop_us, dtype=np.float64) if self.pipeline.hop_us else np.zeros(1)
+        times = self.pipeline.times_us() if self.pipeline.hop_us else np.zeros(1)
         frames_out = self.sink.frames
         if self.playback is not None:
             frames_out = self.playback.xruns.frames
@@ -531,25 +540,30 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
     engine.reset()
     pipeline = ABPipeline(engine, channels, rate, hop, bypass)
 
+    recording = None
+    if dst.path is not None:
+        recording = FileSink(dst.path, rate, channels, skip=pipeline.latency,
+                             subtype=file_info.subtype if file_info else None)
     clock = CycleClock()
-    capture = None
-    if in_dev:
-        capture = Capture(in_dev, rate, block, latency, clock, 1,
-                          queue_blocks=max(4, round(QUEUE_SECONDS * rate / (block or hop))))
-    playback = None
-    if out_dev:
-        buffer = JitterBuffer(channels, hop, resampled=rate != spec.sample_rate,
-                              max_target=round(MAX_JITTER_SECONDS * rate), blocksize=block)
-        playback = Playback(out_dev, rate, latency, clock, buffer)
+    capture = playback = None
+    try:
+        if in_dev:
+            capture = Capture(in_dev, rate, block, latency, clock, 1,
+                              queue_blocks=max(4, round(QUEUE_SECONDS * rate / (block or hop))))
+        if out_dev:
+            buffer = JitterBuffer(channels, hop, resampled=rate != spec.sample_rate,
+                                  max_target=round(MAX_JITTER_SECONDS * rate), blocksize=block)
+            playback = Playback(out_dev, rate, latency, clock, buffer)
+    except DenoiseError:
+        if recording is not None:
+            recording.abort()
+        if capture is not None:
+            capture.stream.close()
+        raise
     limit = None if duration is None else round(duration * rate)
     source: Source = DeviceSource(capture) if capture else FileSource(
         audio, rate, block or hop, realtime, playback, limit)  # type: ignore[arg-type]
-    if playback is not None:
-        sink: Sink = DeviceSink(playback)
-    else:
-        assert dst.path is not None
-        sink = FileSink(dst.path, rate, channels, skip=pipeline.latency,
-                        subtype=file_info.subtype if file_info else None)
+    sink: Sink = DeviceSink(playback) if playback is not None else recording  # type: ignore[assignment]
     session = LiveSession(frame_model, pipeline, source, sink, rate, block,
                           input_name=in_dev.name if in_dev else str(src.path),
                           output_name=out_dev.name if out_dev else str(dst.path),

@@ -14,7 +14,7 @@ def jack_rig() -> Iterator[Callable[..., object]]:
     ``rig = jack_rig(samplerate=16000, period=160)``. Everything it started is stopped after the test.
 
     Skipped when jackd, libportaudio2 or JACK-Client are missing, except in CI (``CI=true``), which installs
-    them: there a missing piece fails the test instead of hiding it.
+    them, so there a missing piece fails the test instead of hiding it.
     """
     from jack_fixture import JackRig, missing_live_audio
 

@@ -70,7 +70,8 @@ class JackRig:
         self.period = period
         self.server = f"denoise-test-{uuid.uuid4().hex[:10]}"
         self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.server, JACK_NO_AUDIO_RESERVATION="1")
-        self._realtime = realtime and os.geteuid() == 0  # SCHED_FIFO needs root: far fewer xruns on a busy box
+        # SCHED_FIFO needs root; it gives far fewer xruns on a busy machine.
+        self._realtime = realtime and os.geteuid() == 0
         self._jackd: subprocess.Popen[bytes] | None = None
         self._clients: list[Any] = []
         self._signal = np.zeros(0, dtype=np.float32)
@@ -142,8 +143,7 @@ class JackRig:
 
     # -- what tests call -------------------------------------------------------------------------------------
     def wait_connected(self, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
-        """Wait until something reads the microphone and feeds the speakers (the program's streams
-        started)."""
+        """Wait until something reads the microphone and feeds the speakers: the program's streams run."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (self._mic.get_all_connections(self._mic_port)
@@ -151,7 +151,8 @@ class JackRig:
                 return
             if proc.poll() is not None:
                 out, err = proc.communicate()
-                raise AssertionError(f"program exited with {proc.returncode} before connecting:\n{out}\n{err}")
+                raise AssertionError(f"program exited with {proc.returncode} before connecting:\n{out}\n"
+                                     f"{err}")
             time.sleep(0.02)
         raise AssertionError(f"program did not connect to test_mic/test_speakers within {timeout} s")
 
@@ -177,8 +178,7 @@ class JackRig:
 
     def recording(self) -> tuple[np.ndarray, int]:
         """Everything the speakers received, float32 ``[N]`` indexed by JACK frame from the first recorded
-        cycle, and the index in it at which the signal started playing on the microphone (0 if it never
-        played)."""
+        cycle, and the index in it at which the signal started on the microphone (0 if it never did)."""
         tap = list(self._tap)
         if not tap:
             raise AssertionError("the speakers recorded nothing: the JACK server ran no cycle")

@@ -13,7 +13,7 @@ FORMANTS = ((700.0, 130.0), (1220.0, 70.0), (2600.0, 160.0))  # (centre Hz, band
 def speechlike(seconds: float, sr: int = 16000, seed: int = 0, peak: float = 0.3) -> np.ndarray:
     """float32 ``[round(seconds * sr)]`` with peak amplitude ``peak``."""
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     t = np.arange(n) / sr
     f0 = 120.0 + 30.0 * np.sin(2 * np.pi * 0.7 * t) + 10.0 * rng.standard_normal()
     pulses = (np.diff(np.floor(np.cumsum(f0 / sr)), prepend=0.0) > 0).astype(np.float64)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,8 +28,7 @@ from realtime.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = 128
-# Runs the CLI with PortAudio's library hidden, exactly as sounddevice finds it missing on a machine without
-# it.
+# Runs the CLI with PortAudio's library hidden: sounddevice then fails exactly as on a machine without it.
 NO_PORTAUDIO = (
     "import ctypes.util, sys\n"
     "_find = ctypes.util.find_library\n"
@@ -40,8 +40,8 @@ NO_PORTAUDIO = (
 
 
 def cli_without_portaudio(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", NO_PORTAUDIO, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run([sys.executable, "-c", NO_PORTAUDIO, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
 
 
 # ------------------------------------------------------------------------------------------ jitter buffer
@@ -81,7 +81,8 @@ def check_delay(output: np.ndarray, buffer: JitterBuffer, latency: int = 0, star
     np.testing.assert_array_equal(p - k, latency + buffer.inserted - buffer.trimmed)
 
 
-@pytest.mark.parametrize("block,hop", [(160, 128), (128, 128), (256, 128), (100, 128), (480, 128), (384, 384)])
+@pytest.mark.parametrize("block,hop",
+                         [(160, 128), (128, 128), (256, 128), (100, 128), (480, 128), (384, 384)])
 def test_jitter_target_never_runs_dry(block: int, hop: int) -> None:
     """Output callback first in each cycle (the worst order), the worker done before the next: with the
     target of :func:`jitter_target` no underrun ever happens, and the delay is what the counters say."""
@@ -310,8 +311,8 @@ def test_file_to_file_needs_no_portaudio_and_equals_enhance(tmp_path: Path) -> N
     model = ema_model(tmp_path / "ema.onnx")
     x = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 16000 + 77)).astype(np.float32)
     sf.write(tmp_path / "in.wav", x.T, 16000, subtype="FLOAT")
-    res = cli_without_portaudio("live", "--input", str(tmp_path / "in.wav"), "--output", str(tmp_path / "out.wav"),
-                                "--model", str(model), "--json")
+    res = cli_without_portaudio("live", "--input", str(tmp_path / "in.wav"), "--output",
+                                str(tmp_path / "out.wav"), "--model", str(model), "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["frames_in"] == summary["frames_out"] == x.shape[1]
@@ -322,7 +323,8 @@ def test_file_to_file_needs_no_portaudio_and_equals_enhance(tmp_path: Path) -> N
     np.testing.assert_allclose(y.T, expected, atol=1e-6)
 
 
-def test_file_to_file_at_another_rate_equals_streaming_enhance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_file_to_file_at_another_rate_equals_streaming_enhance(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     model = gain_model(tmp_path / "g.onnx", gain=0.5)
     x = np.random.default_rng(2).uniform(-0.5, 0.5, (1, 48000)).astype(np.float32)
     sf.write(tmp_path / "in.wav", x.T, 48000, subtype="FLOAT")
@@ -330,17 +332,19 @@ def test_file_to_file_at_another_rate_equals_streaming_enhance(tmp_path: Path, c
                        samplerate=None, blocksize=None, latency="low", device="cpu", threads=1, bypass=False,
                        realtime=False, duration=None, json_summary=False)
     assert "latency" in capsys.readouterr().out
-    assert summary["samplerate"] == 48000 and summary["blocksize"] == 384 and summary["resampler_latency_ms"] > 0
+    assert summary["samplerate"] == 48000 and summary["blocksize"] == 384  # one model hop at 48 kHz
+    assert summary["resampler_latency_ms"] > 0
     y, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
     np.testing.assert_allclose(y.T, enhance_audio(load_model(model), x, 48000, streaming=True), atol=1e-6)
 
 
-def _live_file(tmp_path: Path, model: Path, **kw: object) -> dict:
-    args = dict(input=str(tmp_path / "in.wav"), output=str(tmp_path / "out.wav"), model=model, samplerate=None,
-                blocksize=None, latency="low", device="cpu", threads=1, bypass=False, realtime=False, duration=None,
-                json_summary=True)
-    args.update(kw)
-    return run_live(**args)  # type: ignore[arg-type]
+def _live_file(tmp_path: Path, model: Path, **kw: Any) -> dict[str, Any]:
+    """``run_live`` from ``tmp_path/in.wav`` to ``tmp_path/out.wav``; ``kw`` overrides its arguments."""
+    args: dict[str, Any] = {"input": str(tmp_path / "in.wav"), "output": str(tmp_path / "out.wav"),
+                            "model": model, "samplerate": None, "blocksize": None, "latency": "low",
+                            "device": "cpu", "threads": 1, "bypass": False, "realtime": False,
+                            "duration": None, "json_summary": True}
+    return run_live(**(args | kw))
 
 
 def test_file_modes_bypass_duration_and_realtime_pacing(tmp_path: Path) -> None:

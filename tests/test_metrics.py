@@ -8,9 +8,18 @@ import sys
 import numpy as np
 import pytest
 import soxr
-
-from evaluation.metrics import MetricWarning, MissingDependencyError, align, pesq_wb, score_pair, shift, si_sdr, stoi
 from synth_speech import add_noise, speechlike
+
+from evaluation.metrics import (
+    MetricWarning,
+    MissingDependencyError,
+    align,
+    pesq_wb,
+    score_pair,
+    shift,
+    si_sdr,
+    stoi,
+)
 
 SR = 16000
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from evaluation.metrics import si_sdr
 from onnx_models import gain_model
 from synth_speech import add_noise, speechlike
+
+from evaluation.metrics import si_sdr
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -105,18 +105,28 @@ def test_stft_loss_is_zero_on_identity_and_grows_with_noise() -> None:
     assert 0 < float(sc1) < float(sc2) and 0 < float(mag1) < float(mag2)
 
 
+def test_compressed_spectral_loss_is_zero_on_identity_and_grows_with_noise() -> None:
+    loss = losses.CompressedSpectralLoss(fft=128, hop=32)
+    x = torch.randn(2, 2048)
+    cplx, mag = loss(x, x)
+    assert float(cplx) < 1e-8 and float(mag) < 1e-8
+    small = loss(x + 0.1 * torch.randn_like(x), x)
+    large = loss(x + 1.0 * torch.randn_like(x), x)
+    assert 0 < float(small[0]) < float(large[0]) and 0 < float(small[1]) < float(large[1])
+
+
 # ------------------------------------------------------------------------------------------------ training
 def test_two_steps_write_checkpoint_log_config_and_samples(tmp_path: Path) -> None:
     data = make_data(tmp_path)
     run = tmp_path / "run"
     t0 = time.perf_counter()
-    train(tiny_config("run.max_steps=2", "loss.weights.feat=1"), data, run)
+    train(tiny_config("run.max_steps=2", "loss.weights.feat=1", "loss.weights.cspec=10"), data, run)
     assert time.perf_counter() - t0 < 60
     assert (run / "config.json").is_file() and (run / "checkpoints" / "latest.pt").is_file()
     assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "step_00000002.pt").is_file()
     log = read_log(run)
     assert [r["step"] for r in log] == [1, 2]
-    for term in ("loss_d", "g_adv", "g_l1", "g_stft", "g_feat", "audio_s_per_s", "lr_g", "lr_d"):
+    for term in ("loss_d", "g_adv", "g_l1", "g_stft", "g_cspec", "g_feat", "audio_s_per_s", "lr_g", "lr_d"):
         assert np.isfinite(log[0][term]), term
     assert "valid_l1" in log[-1] and "valid_noisy_l1" in log[-1]
     assert list((run / "samples").glob("step_00000002_*.wav"))

@@ -30,7 +30,7 @@ ADV_LOSSES = ("lsgan", "hinge", "nonsat")
 OPTIMIZERS = ("adam", "rmsprop")
 SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
-LOSS_TERMS = ("adv", "l1", "stft", "feat")
+LOSS_TERMS = ("adv", "l1", "stft", "cspec", "feat")
 
 
 @dataclass
@@ -39,7 +39,8 @@ class LossConfig:
 
     adv: adversarial objective, one of ``lsgan`` (least squares), ``hinge``, ``nonsat`` (non-saturating BCE).
     weights: ``adv`` (adversarial), ``l1`` (conditional L1 on the waveform), ``stft`` (multi-resolution STFT:
-        spectral convergence + log magnitude), ``feat`` (L1 feature matching on D's hidden layers).
+        spectral convergence + log magnitude), ``cspec`` (MSE of power-0.3 compressed complex and magnitude
+        spectra), ``feat`` (L1 feature matching on D's hidden layers).
     stft_resolutions: (fft size, hop, window length) of each STFT resolution.
     adv_warmup: steps with neither adversarial loss nor discriminator updates at the start of a run.
     preemphasis: coefficient applied before G and D; every loss is computed in the pre-emphasised domain.

@@ -39,8 +39,8 @@ from realtime.errors import CheckpointError, DenoiseError, DeviceError
 from training import checkpoint as ckpt_io
 from training.config import TrainConfig, apply_overrides, load_config, mix_config, preset_defaults
 from training.distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
-from training.losses import (FeatureTap, MultiResolutionSTFTLoss, d_loss, feature_matching, g_adv_loss,
-                             preemphasis)
+from training.losses import (CompressedSpectralLoss, FeatureTap, MultiResolutionSTFTLoss, d_loss, feature_matching,
+                             g_adv_loss, preemphasis)
 from training.models import (Discriminator, FrameGenerator, build_generator, config_dict,
                              make_discriminator_config)
 
@@ -182,6 +182,7 @@ class Trainer:
             self.d = nn.parallel.DistributedDataParallel(self.d_core, device_ids=ids)
         self.tap = FeatureTap(self.d_core)
         self.stft = MultiResolutionSTFTLoss(cfg.loss.stft_resolutions).to(device)
+        self.cspec = CompressedSpectralLoss().to(device)
 
         o = cfg.optim
         self.opt_g = self._optimizer(self.g_core.parameters(), o.lr_g)
@@ -344,6 +345,9 @@ class Trainer:
                 sc, mag = self.stft(fake.float(), y)
                 terms["stft"] = sc + mag
                 logs["g_stft_sc"], logs["g_stft_mag"] = float(sc.detach()), float(mag.detach())
+            if w.get("cspec", 0.0) > 0:
+                cplx, cmag = self.cspec(fake.float(), y)
+                terms["cspec"] = 0.3 * cplx + 0.7 * cmag
             if use_d:
                 # D's weights are frozen for G's update; the unwrapped D keeps DDP's reducer out of this call.
                 self.d_core.requires_grad_(False)
@@ -600,7 +604,7 @@ def threading_is_main() -> bool:
 
 
 def _summary(record: dict[str, Any]) -> str:
-    keys = ("loss_d", "g_adv", "g_l1", "g_stft", "g_feat", "audio_s_per_s", "valid_pesq", "valid_stoi",
+    keys = ("loss_d", "g_adv", "g_l1", "g_stft", "g_cspec", "g_feat", "audio_s_per_s", "valid_pesq", "valid_stoi",
             "valid_si_sdr", "valid_l1")
     return f"step {record['step']}: " + " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 
