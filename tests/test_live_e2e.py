@@ -282,8 +282,8 @@ def test_wav_to_speakers_plays_the_enhanced_file(jack_rig: Callable[..., Any], g
 
 
 def slow_model(path: Path, hop_seconds: float) -> Path:
-    """A gain-1 frame model that burns about twice a hop's duration of CPU per call (calibrated here), so the
-    live worker cannot keep up: ``enhanced = frame + 0 * mean(sin(frame x ones[K]))``."""
+    """A gain-1 frame model that burns about three hops' duration of CPU per call (calibrated here), so the
+    live worker cannot keep up: ``enhanced = frame + 0 * mean(cos(sin(frame x ones[K])))``."""
 
     def build(width: int) -> Path:
         spec = make_spec()
@@ -319,7 +319,7 @@ def slow_model(path: Path, hop_seconds: float) -> Path:
         return (time.perf_counter() - start) / 5
 
     width = 64
-    width = max(width, round(width * 2.0 * hop_seconds / seconds_per_call(width)))
+    width = max(width, round(width * 3.0 * hop_seconds / seconds_per_call(width)))
     build(width)
     return path
 
