@@ -268,15 +268,30 @@ def _read(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
     return data[:, 0]
 
 
-def _rng_for(seed: int, epoch: int, index: int, visits: int) -> np.random.Generator:
-    """Per-example generator: differs by example, epoch and visit; in a DataLoader worker also by the loader's seed.
+class SeededItems(torch.utils.data.Dataset):
+    """Base of the training datasets: every item draws from its own reproducible random generator.
 
-    The worker's base seed comes from torch's generator, so a trainer that calls ``torch.manual_seed`` gets the same
+    The generator differs by example, epoch and visit, and in a DataLoader worker also by the loader's seed. The
+    worker's base seed comes from torch's generator, so a trainer that calls ``torch.manual_seed`` gets the same
     stream again, while ``persistent_workers=False`` loaders still see fresh mixtures every epoch.
     """
-    info = torch.utils.data.get_worker_info()
-    worker = 0 if info is None else int(info.seed - info.id) % (2**63)
-    return np.random.default_rng([seed, epoch, index, visits, worker])
+
+    seed: int = 0
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self._visits: dict[int, int] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the items of the next epoch (for loaders whose workers persist)."""
+        self.epoch = epoch
+
+    def item_rng(self, index: int) -> np.random.Generator:
+        visits = self._visits.get(index, 0)
+        self._visits[index] = visits + 1
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else int(info.seed - info.id) % (2**63)
+        return np.random.default_rng([self.seed, self.epoch, index, visits, worker])
 
 
 def load_manifest(corpus: Path) -> list[dict]:
@@ -296,7 +311,7 @@ def load_manifest(corpus: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class CorpusMixDataset(torch.utils.data.Dataset):
+class CorpusMixDataset(SeededItems):
     """Map-style dataset of freshly mixed (noisy [segment], clean [segment]) float32 tensors from a corpus split.
 
     Every item draws a speaker, a stretch of their speech (utterances joined with short pauses so short clips do not
@@ -317,8 +332,7 @@ class CorpusMixDataset(torch.utils.data.Dataset):
             raise DataError(f"segment={segment} samples is too short to hold speech.", "use at least 160 samples.")
         self.corpus, self.segment, self.sample_rate, self.seed = Path(corpus), segment, sample_rate, seed
         self.mix = mix_config or MixConfig()
-        self.epoch = 0
-        self._visits: dict[int, int] = {}
+        super().__init__()
         records = [r for r in load_manifest(self.corpus) if r["split"] == split]
         speakers: dict[str, list[tuple[str, int]]] = {}
         noise: dict[str, list[tuple[str, int]]] = {}
@@ -347,14 +361,8 @@ class CorpusMixDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def set_epoch(self, epoch: int) -> None:
-        """Change the mixtures of the next epoch (for loaders whose workers persist)."""
-        self.epoch = epoch
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        visits = self._visits.get(index, 0)
-        self._visits[index] = visits + 1
-        rng = _rng_for(self.seed, self.epoch, index, visits)
+        rng = self.item_rng(index)
         noisy, clean = self.draw(rng)
         return torch.from_numpy(noisy), torch.from_numpy(clean)
 
@@ -463,7 +471,7 @@ def validate_paired_folder(folder: Path, sample_rate: int | None = 16000) -> lis
     return names
 
 
-class PairedFolderDataset(torch.utils.data.Dataset):
+class PairedFolderDataset(SeededItems):
     """Random ``segment`` crops (noisy [segment], clean [segment]) float32 of a validated clean/ + noisy/ folder.
 
     One item per file per epoch; the crop position is random (reproducible like :class:`CorpusMixDataset`). Files
@@ -474,20 +482,13 @@ class PairedFolderDataset(torch.utils.data.Dataset):
         self.folder, self.segment, self.seed = Path(folder), segment, seed
         self.names = validate_paired_folder(self.folder, sample_rate)
         self.frames = [sf.info(str(self.folder / "clean" / name)).frames for name in self.names]
-        self.epoch = 0
-        self._visits: dict[int, int] = {}
+        super().__init__()
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Change the crops of the next epoch (for loaders whose workers persist)."""
-        self.epoch = epoch
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        visits = self._visits.get(index, 0)
-        self._visits[index] = visits + 1
-        rng = _rng_for(self.seed, self.epoch, index, visits)
+        rng = self.item_rng(index)
         name, frames, n = self.names[index], self.frames[index], self.segment
         start = int(rng.integers(0, frames - n + 1)) if frames > n else 0
         pair = []

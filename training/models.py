@@ -37,6 +37,7 @@ class LowLatConfig:
     sample_rate: int = 16000
     window: int = 256
     hop: int = 128
+    full_res_channels: int = 16  # a stride-1 layer in and out at every frequency bin (harmonic-level detail)
     channels: tuple[int, ...] = (16, 32, 48)  # encoder channels; each layer halves the frequency axis
     kernel: int = 5
     bottleneck: int = 192  # linear projection into the GRU
@@ -175,7 +176,9 @@ class LowLatGenerator(FrameGenerator):
         self.register_buffer("idft", idft.float(), persistent=False)
 
         pad = cfg.kernel // 2
-        chans = (3, *cfg.channels)
+        c0 = cfg.full_res_channels
+        self.inp = nn.Sequential(nn.Conv1d(3, c0, cfg.kernel, padding=pad), nn.PReLU(c0)) if c0 else nn.Identity()
+        chans = (c0 or 3, *cfg.channels)
         self.enc = nn.ModuleList(
             nn.Sequential(nn.Conv1d(chans[i], chans[i + 1], cfg.kernel, stride=2, padding=pad), nn.PReLU(chans[i + 1]))
             for i in range(len(cfg.channels))
@@ -189,14 +192,20 @@ class LowLatGenerator(FrameGenerator):
         self.rnn = nn.GRU(cfg.bottleneck, cfg.gru_hidden, num_layers=cfg.gru_layers, batch_first=True)
         self.from_rnn = nn.Sequential(nn.Linear(cfg.gru_hidden, flat), nn.PReLU())
         self.drop = nn.Dropout(cfg.dropout)
-        dec_out = (*cfg.channels[:-1][::-1], 2)
+        dec_out = (*cfg.channels[:-1][::-1], c0 or 2)
         self.dec = nn.ModuleList()
         for i, c_out in enumerate(dec_out):
             c_skip = cfg.channels[::-1][i]
             l_in, l_out = lengths[-1 - i], lengths[-2 - i]
             out_pad = l_out - ((l_in - 1) * 2 - 2 * pad + cfg.kernel)
             conv = nn.ConvTranspose1d(2 * c_skip, c_out, cfg.kernel, stride=2, padding=pad, output_padding=out_pad)
-            self.dec.append(conv if i == len(dec_out) - 1 else nn.Sequential(conv, nn.PReLU(c_out)))
+            self.dec.append(conv if i == len(dec_out) - 1 and not c0 else nn.Sequential(conv, nn.PReLU(c_out)))
+        # the mask head sees the decoder and the full-resolution input features; its bias starts the mask near
+        # pass-through (|m| = tanh(1)), so training begins from the noisy input rather than from silence
+        self.head = nn.Conv1d(2 * c0, 2, cfg.kernel, padding=pad) if c0 else None
+        last = self.head if self.head is not None else self.dec[-1]
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([1.0, 0.0]))
 
     def state_spec(self) -> list[tuple[str, str, tuple[int, ...]]]:
         return [("h_in", "h_out", (self.cfg.gru_layers, self.cfg.gru_hidden))]
@@ -209,7 +218,8 @@ class LowLatGenerator(FrameGenerator):
         mag = torch.sqrt(re * re + im * im + 1e-10)
         mag_c = mag ** self.cfg.compress
         unit = mag_c / mag
-        h = torch.stack([mag_c, re * unit, im * unit], 1)  # [BN, 3, F]
+        h = self.inp(torch.stack([mag_c, re * unit, im * unit], 1))  # [BN, C0, F]
+        top = h
         skips = []
         for layer in self.enc:
             h = layer(h)
@@ -221,6 +231,8 @@ class LowLatGenerator(FrameGenerator):
         h = self.from_rnn(self.drop(z)).reshape(b * n, c, length)
         for layer, skip in zip(self.dec, reversed(skips)):
             h = layer(torch.cat([h, skip], 1))
+        if self.head is not None:
+            h = self.head(torch.cat([h, top], 1))
         mr, mi = h[:, 0], h[:, 1]
         m_abs = torch.sqrt(mr * mr + mi * mi + 1e-10)
         gain = self.cfg.mask_bound * torch.tanh(m_abs) / m_abs
