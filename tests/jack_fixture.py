@@ -142,7 +142,7 @@ class JackRig:
         self._tap.append((self._speakers.last_frame_time, self._spk_port.get_array().copy()))
 
     # -- what tests call -------------------------------------------------------------------------------------
-    def wait_connected(self, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
+    def wait_connected(self, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
         """Wait until something reads the microphone and feeds the speakers: the program's streams run."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -169,7 +169,7 @@ class JackRig:
         self._armed = True
         return time.monotonic()
 
-    def wait_played(self, timeout: float = 30.0) -> None:
+    def wait_played(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while self._pos < len(self._signal):
             if time.monotonic() > deadline:

@@ -137,7 +137,7 @@ def run_live(rig: Any, model: Path, expected: np.ndarray, signal_in: np.ndarray,
         played = time.monotonic()
         if stop == "sigterm":
             proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -247,7 +247,7 @@ def test_microphone_to_wav_records_the_enhanced_input(jack_rig: Callable[..., An
         time.sleep(0.3)
         rig.play(x)
         rig.wait_played()
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
