@@ -50,7 +50,9 @@ class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"adv": 1.0, "l1": 100.0, "stft": 1.0, "feat": 0.0})
     stft_resolutions: list[list[int]] = field(default_factory=lambda: [[512, 128, 512], [256, 64, 256],
                                                                        [128, 32, 128]])
-    adv_warmup: int = 500
+    # A regression warm-up before the discriminator starts: on a CPU budget, starting D at step 500 pulled
+    # validation STOI/SI-SDR below the noisy input, while 6000 steps of L1 + STFT first did not (model card).
+    adv_warmup: int = 6000
     preemphasis: float = 0.95
 
 
