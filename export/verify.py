@@ -21,6 +21,7 @@ import onnxruntime as ort
 import soundfile as sf
 import torch
 
+from evaluation.metrics import si_sdr
 from realtime.dsp import deemphasis, preemphasis
 from realtime.errors import ModelError
 from realtime.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec, parse_metadata
@@ -60,21 +61,6 @@ class VerifyReport:
     per_hop_us: float = 0.0  # median ONNX Runtime time per hop, batch 1, one thread
     reference_per_hop_us: float | None = None  # the same for the float32 model a reduced-precision one came from
     op_types: tuple[str, ...] = ()
-
-
-def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Scale-invariant SDR in dB of ``estimate`` against ``reference`` (both ``[T]``)."""
-    ref = reference.astype(np.float64)
-    est = estimate.astype(np.float64)
-    energy = float(np.dot(ref, ref))
-    if energy == 0.0:
-        return math.inf if not np.any(est) else -math.inf
-    target = (np.dot(est, ref) / energy) * ref
-    noise = est - target
-    noise_energy = float(np.dot(noise, noise))
-    if noise_energy == 0.0:
-        return math.inf
-    return 10.0 * math.log10(float(np.dot(target, target)) / noise_energy)
 
 
 def speech_like(n: int, sample_rate: int, seed: int = 1) -> np.ndarray:
@@ -260,7 +246,7 @@ def verify_export(path: Path, generator: FrameGenerator, hops: int | None = None
     synth = generator.win_s.numpy()
     ours = synthesize(got, spec, audio.shape[1], synth)
     theirs = synthesize(ref_step, spec, audio.shape[1], synth)
-    report.si_sdr_db = {name: si_sdr(o, r) for name, o, r in zip(names, ours, theirs)}
+    report.si_sdr_db = {name: si_sdr(r, o) for name, o, r in zip(names, ours, theirs)}
     worst_name = min(report.si_sdr_db, key=report.si_sdr_db.__getitem__)
     if report.si_sdr_db[worst_name] < threshold:
         raise ExportError(
