@@ -252,7 +252,25 @@ def _open_error(kind: Kind, device: DeviceInfo, exc: Exception) -> DeviceError:
                        "check that it is not in exclusive use, or pick another one from `denoise devices`.")
 
 
-class Capture:
+class _DeviceStream:
+    """What an input and an output stream share: the device, the cycle clock, status-flag counts, and
+    PortAudio's reported latency of the open ``stream``."""
+
+    stream: Any
+
+    def __init__(self, device: DeviceInfo, samplerate: int, clock: CycleClock) -> None:
+        self.device = device
+        self.clock = clock
+        self.samplerate = samplerate
+        self.xruns = _Xruns()
+
+    @property
+    def latency(self) -> float:
+        """PortAudio's latency of this stream in seconds."""
+        return float(self.stream.latency)
+
+
+class Capture(_DeviceStream):
     """An input device feeding a bounded queue of float32 ``[channels, blocksize]`` blocks.
 
     ``queue_blocks`` bounds the backlog a stalled worker can accumulate; a full queue drops the block (counted
@@ -262,12 +280,9 @@ class Capture:
     def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int | None, latency: str,
                  clock: CycleClock, channels: int = 1, queue_blocks: int = 32) -> None:
         sd = portaudio()
-        self.device = device
-        self.clock = clock
-        self.samplerate = samplerate
+        super().__init__(device, samplerate, clock)
         self.channels = channels
         self.blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_blocks)
-        self.xruns = _Xruns()
         self.queue_full = 0
         self.dropped = 0  # frames lost to a full queue
         try:
@@ -285,11 +300,6 @@ class Capture:
             self.queue_full += 1
             self.dropped += frames
         self.clock.leave()
-
-    @property
-    def latency(self) -> float:
-        """PortAudio's input latency in seconds."""
-        return float(self.stream.latency)
 
     @property
     def underruns(self) -> int:
@@ -487,19 +497,16 @@ class JitterBuffer:
         outdata[start:end] = frames.mean(axis=1, keepdims=True) if self.channels > 1 else frames
 
 
-class Playback:
+class Playback(_DeviceStream):
     """An output device fed by a :class:`JitterBuffer` of ``channels`` channels; the device gets up to two
     (a mono stream is played on both sides of a stereo device)."""
 
     def __init__(self, device: DeviceInfo, samplerate: int, latency: str, clock: CycleClock,
                  buffer: JitterBuffer) -> None:
         sd = portaudio()
-        self.device = device
-        self.clock = clock
-        self.samplerate = samplerate
+        super().__init__(device, samplerate, clock)
         self.buffer = buffer
         self.device_channels = min(device.outputs, max(buffer.channels, 2))
-        self.xruns = _Xruns()
         try:
             self.stream = sd.OutputStream(device=device.index, samplerate=samplerate,
                                           blocksize=buffer.blocksize or 0, channels=self.device_channels,
@@ -513,11 +520,6 @@ class Playback:
             self.buffer.fill(outdata)
         finally:
             self.clock.leave()
-
-    @property
-    def latency(self) -> float:
-        """PortAudio's output latency in seconds."""
-        return float(self.stream.latency)
 
     @property
     def underruns(self) -> int:
