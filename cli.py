@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -47,9 +46,9 @@ MODEL_OPT = typer.Option(None, "--model", "-m", help="ONNX model exported by `de
 
 @app.command()
 def enhance(
-    inputs: List[Path] = typer.Argument(..., help="Audio files (WAV/FLAC/OGG) or folders (searched recursively)."),
+    inputs: list[Path] = typer.Argument(..., help="Audio files (WAV/FLAC/OGG) or folders (searched recursively)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output file (one input file) or folder."),
-    model: Optional[Path] = MODEL_OPT,
+    model: Path | None = MODEL_OPT,
     device: Device = typer.Option(Device.cpu, help="ONNX Runtime device."),
     threads: int = typer.Option(0, help="CPU intra-op threads (0 = ONNX Runtime default)."),
     mono: bool = typer.Option(False, "--mono", help="Downmix to mono before denoising (default: each channel)."),
@@ -67,15 +66,15 @@ def enhance(
 def live(
     input: str = typer.Option("mic", "--input", "-i", help="'mic' (default input), a device name/index, or a WAV file."),
     output: str = typer.Option("speakers", "--output", "-o", help="'speakers', a device name/index, or a WAV path to record."),
-    model: Optional[Path] = MODEL_OPT,
-    samplerate: Optional[int] = typer.Option(None, help="Device sample rate (default: the device's; resampled to the model's)."),
-    blocksize: Optional[int] = typer.Option(None, help="Device block size in frames (default: one model hop; on JACK, its period)."),
+    model: Path | None = MODEL_OPT,
+    samplerate: int | None = typer.Option(None, help="Device sample rate (default: the device's; resampled to the model's)."),
+    blocksize: int | None = typer.Option(None, help="Device block size in frames (default: one model hop; on JACK, its period)."),
     latency: Latency = typer.Option(Latency.low, help="PortAudio latency class."),
     device: Device = typer.Option(Device.cpu, help="ONNX Runtime device."),
     threads: int = typer.Option(1, help="CPU intra-op threads (1: one core must suffice)."),
     bypass: bool = typer.Option(False, "--bypass", help="Start in bypass (A/B); press Enter to toggle."),
     realtime: bool = typer.Option(False, "--realtime", help="Pace a WAV input in real time."),
-    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    duration: float | None = typer.Option(None, help="Stop after this many seconds."),
     status_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object."),
 ) -> None:
     """Denoise a microphone (or WAV) into speakers (or a WAV) with low latency."""
@@ -96,7 +95,7 @@ def devices() -> None:
 
 @app.command()
 def bench(
-    model: Optional[Path] = MODEL_OPT,
+    model: Path | None = MODEL_OPT,
     device: Device = typer.Option(Device.cpu, help="ONNX Runtime device."),
     threads: int = typer.Option(1, help="CPU intra-op threads."),
     seconds: float = typer.Option(20.0, help="Seconds of audio to stream (after warm-up)."),
@@ -114,7 +113,7 @@ def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder (its best/latest checkpoint)."),
     output: Path = typer.Option(..., "--output", "-o", help="ONNX file to write."),
     opset: int = typer.Option(17, help="ONNX opset."),
-    quantize: Optional[str] = typer.Option(None, help="'int8' for dynamic int8 quantization (CPU)."),
+    quantize: str | None = typer.Option(None, help="'int8' for dynamic int8 quantization (CPU)."),
     fp16: bool = typer.Option(False, "--fp16", help="Store weights in float16."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check ONNX Runtime against PyTorch."),
 ) -> None:
@@ -129,16 +128,20 @@ def train(
     data: Path = typer.Option(..., "--data", help="A corpus from `denoise data build`, or a folder with clean/ and noisy/."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, config.json, log.jsonl, TensorBoard."),
     preset: str = typer.Option("lowlat", help="Generator preset: 'lowlat' (live, default) or 'segan'."),
-    config: Optional[Path] = typer.Option(None, help="JSON config file (e.g. a run's config.json)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config value: --set optim.lr_g=2e-4 (repeatable)."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps."),
+    config: Path | None = typer.Option(None, help="JSON config file (e.g. a run's config.json)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set optim.lr_g=2e-4 (repeatable)."),
+    max_steps: int | None = typer.Option(None, help="Stop after this many steps."),
+    checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps."),
     device: Device = typer.Option(Device.auto, help="Training device."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    init: Path | None = typer.Option(None, "--init", help="Start a new run from this checkpoint's weights "
+                                        "(fine-tuning; matching tensors are copied, new layers start fresh)."),
 ) -> None:
     """Train the GAN (generator + conditional discriminator). Also runs under torchrun for DDP."""
     from training.trainer import train_cli
 
+    if init is not None:
+        set_ = [*set_, f"run.init={init}"]
     train_cli(data=data, out=out, preset=preset, config=config, overrides=set_, max_steps=max_steps,
               checkpoint_every=checkpoint_every, device=device.value, resume=resume)
 
@@ -146,12 +149,12 @@ def train(
 @app.command("eval")
 def eval_(
     data: Path = typer.Option(..., "--data", help="Folder with noisy/ and clean/ pairs (e.g. a corpus's test/)."),
-    model: Optional[Path] = MODEL_OPT,
+    model: Path | None = MODEL_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    report: Optional[Path] = typer.Option(None, help="Write a Markdown report and spectrogram PNGs here."),
+    report: Path | None = typer.Option(None, help="Write a Markdown report and spectrogram PNGs here."),
     streaming: bool = typer.Option(False, "--streaming", help="Enhance through the streaming object."),
     device: Device = typer.Option(Device.cpu, help="ONNX Runtime device."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N pairs."),
+    limit: int | None = typer.Option(None, help="Evaluate only the first N pairs."),
 ) -> None:
     """PESQ-WB, STOI, SI-SDR and DNSMOS of noisy input vs enhanced output, per SNR and noise kind."""
     from evaluation.evaluate import run_eval
@@ -163,9 +166,9 @@ def eval_(
 @data_app.command("build")
 def data_build(
     out: Path = typer.Option(..., "--out", help="Corpus folder to write (speech/, noise/, test/, manifest.jsonl)."),
-    minutes: Optional[float] = typer.Option(None, help="Cap on minutes of speech (default: everything)."),
+    minutes: float | None = typer.Option(None, help="Cap on minutes of speech (default: everything)."),
     seed: int = typer.Option(0, help="Seed for splits and the test mixtures."),
-    cache: Optional[Path] = typer.Option(None, help="Download/extract cache (default: OUT/.cache)."),
+    cache: Path | None = typer.Option(None, help="Download/extract cache (default: OUT/.cache)."),
     jobs: int = typer.Option(2, help="Parallel decoding processes."),
 ) -> None:
     """Download the listed Debian packages, decode, split by speaker/noise, and write a manifest + test set."""

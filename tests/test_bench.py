@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from onnx_models import ema_model, gain_model, make_spec
+
 from realtime.bench import run_bench
 from realtime.errors import ConfigError
 

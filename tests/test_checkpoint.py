@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import make_data, tiny_config
 
 from realtime.errors import CheckpointError
 from training import checkpoint as ck
 from training.distributed import DistInfo
 from training.trainer import Trainer
-
-from train_helpers import make_data, tiny_config
 
 
 @pytest.fixture()

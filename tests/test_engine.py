@@ -10,13 +10,13 @@ import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx_models import ema_model, gain_model, identity_model, lookahead_model, make_spec
 
 from realtime import model as model_module
 from realtime.engine import StreamingEngine, enhance_offline
 from realtime.errors import AudioFormatError, ConfigError, DeviceError, ModelError
 from realtime.model import FrameModel, load_model
 from realtime.spec import StateSpec
-from onnx_models import ema_model, gain_model, identity_model, lookahead_model, make_spec
 
 _MODELS: dict[str, FrameModel] = {}
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from onnx_models import ema_model, gain_model, identity_model
 from typer.testing import CliRunner
 
 from cli import app
-from onnx_models import ema_model, gain_model, identity_model
 from realtime import fileio
 from realtime.batch import enhance_audio, enhance_paths
 from realtime.errors import AudioFormatError, DataError, DenoiseError

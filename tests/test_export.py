@@ -15,8 +15,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_export import export_cli, export_with_report, without_latent
 from evaluation.metrics import si_sdr
+from export.onnx_export import export_cli, export_with_report, without_latent
 from export.verify import ExportError, speech_like, verify_export
 from realtime.dsp import deemphasis, preemphasis
 from realtime.engine import enhance_offline
@@ -31,13 +31,15 @@ TINY_SEGAN = {"channels": [4, 8, 8, 16], "window": 1024, "hop": 512, "z_channels
 HOPS = 240
 
 
-def tiny_generator(preset: str, seed: int = 0) -> torch.nn.Module:
+def tiny_generator(preset: str, seed: int = 0, **values: Any) -> torch.nn.Module:
     torch.manual_seed(seed)
-    gen = build_generator(preset, TINY_LOWLAT if preset == "lowlat" else TINY_SEGAN)
+    gen = build_generator(preset, {**(TINY_LOWLAT if preset == "lowlat" else TINY_SEGAN), **values})
     with torch.no_grad():  # non-zero biases everywhere, so no path of the graph is trivially zero
         for name, p in gen.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0.0, 0.1)
+            elif name == "band_out.weight":  # zero-initialised for fine-tuning; give the path a say
+                p.normal_(0.0, 0.3)
     return gen.eval()
 
 
@@ -109,6 +111,29 @@ def test_lowlat_export_runs_in_the_engine_and_matches_torch_over_many_hops(lowla
     np.testing.assert_allclose(got_frames, full.numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(state[0], ref_state[0].numpy(), atol=1e-4, rtol=0)
     assert np.abs(got_frames).max() > 1e-2  # the comparison is not between two near-zero signals
+
+
+def test_band_memory_exports_two_states_and_matches_torch_over_many_hops(tmp_path: Path) -> None:
+    gen = tiny_generator("lowlat", band_gru=6)
+    from training.checkpoint import load_generator
+
+    loaded, meta = load_generator(write_checkpoint(tmp_path / "ckpt.pt", gen))
+    report = export_with_report(loaded, meta, tmp_path / "band.onnx")
+    assert report.verify is not None and max(report.verify.max_err_step, report.verify.max_err_frames) <= 1e-4
+    model = load_model(report.path, device="cpu", threads=1)
+    assert [(s.input, s.shape) for s in model.spec.state] == [("h_in", (1, 16)), ("hb_in", (gen.lengths[-1], 6))]
+    frames = torch_frames(gen, speech_like(HOPS * gen.hop, gen.sample_rate)[None], model.spec.preemphasis)
+    state = model.initial_state(1)
+    got = []
+    for k in range(frames.shape[1]):
+        out, state = model.run(frames[:, k].numpy(), state)
+        got.append(out)
+    with torch.no_grad():
+        full, ref_state = gen.forward_frames(frames)
+    np.testing.assert_allclose(np.stack(got, 1), full.numpy(), atol=1e-4, rtol=0)
+    for ours, ref in zip(state, ref_state):
+        np.testing.assert_allclose(ours, ref.numpy(), atol=1e-4, rtol=0)
+    assert np.abs(state[1]).max() > 1e-3
 
 
 def test_engine_offline_output_equals_the_torch_generator_on_the_whole_signal(lowlat: Any) -> None:

@@ -8,8 +8,17 @@ import torch
 
 from realtime.dsp import overlap_add_gain, window
 from realtime.errors import ConfigError
-from training.models import (Discriminator, LowLatGenerator, SeganGenerator, build_generator, config_dict,
-                             count_parameters, macs_per_second, make_config, make_discriminator_config)
+from training.models import (
+    Discriminator,
+    LowLatGenerator,
+    SeganGenerator,
+    build_generator,
+    config_dict,
+    count_parameters,
+    macs_per_second,
+    make_config,
+    make_discriminator_config,
+)
 
 TINY_LOWLAT = {"channels": [4, 8], "bottleneck": 16, "gru_hidden": 16}
 TINY_SEGAN = {"window": 1024, "hop": 512, "channels": [4, 8, 8, 16], "kernel": 9, "z_channels": 8}
@@ -51,15 +60,40 @@ def stream(gen: LowLatGenerator, x: torch.Tensor) -> torch.Tensor:
     return ola[:, lat:lat + t]
 
 
-def test_lowlat_streaming_equals_forward() -> None:
+def with_band_memory(gen: LowLatGenerator) -> LowLatGenerator:
+    """Give the per-band GRU's zero-initialised output projection random weights, so the path matters."""
+    assert gen.band_out is not None
+    with torch.no_grad():
+        gen.band_out.weight.normal_(0.0, 0.3)
+        gen.band_out.bias.normal_(0.0, 0.1)
+    return gen
+
+
+@pytest.mark.parametrize("band_gru", [0, 6])
+def test_lowlat_streaming_equals_forward(band_gru: int) -> None:
     torch.manual_seed(1)
-    gen = build_generator("lowlat", TINY_LOWLAT).eval()
+    gen = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": band_gru}).eval()
+    if band_gru:
+        gen = with_band_memory(gen)
+        assert [s[0] for s in gen.state_spec()] == ["h_in", "hb_in"]
     x = 0.1 * torch.randn(2, 128 * 20 + 37)
     with torch.no_grad():
         offline = gen(x)
         online = stream(gen, x)
     assert online.shape == offline.shape
     assert torch.max(torch.abs(online - offline)) <= 1e-5
+
+
+def test_band_memory_starts_as_the_model_without_it_then_changes_the_output() -> None:
+    torch.manual_seed(2)
+    plain = build_generator("lowlat", TINY_LOWLAT).eval()
+    banded = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": 6}).eval()
+    missing, unexpected = banded.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("band_") for k in missing)
+    x = 0.1 * torch.randn(1, 128 * 12)
+    with torch.no_grad():
+        assert torch.equal(banded(x), plain(x))  # the fine-tuning start point is exactly the old model
+        assert not torch.allclose(with_band_memory(banded)(x), plain(x), atol=1e-4)
 
 
 def test_segan_latent_zero_is_deterministic_and_seeded_latent_differs() -> None:

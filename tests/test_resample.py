@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from onnx_models import ema_model, identity_model
+
 from realtime.engine import StreamingEngine
 from realtime.errors import AudioFormatError
 from realtime.model import load_model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_helpers import SEGMENT, make_data, tiny_args, tiny_config
 
+from realtime.dsp import deemphasis as np_deemphasis
 from realtime.dsp import preemphasis as np_preemphasis
 from realtime.errors import ConfigError, DeviceError
 from training import losses
@@ -22,8 +25,6 @@ from training.checkpoint import load_checkpoint, load_generator
 from training.config import TrainConfig, apply_overrides, load_config, preset_defaults
 from training.distributed import DistInfo
 from training.trainer import Trainer, TrainingError, build_config, resolve_device, train
-
-from train_helpers import SEGMENT, make_data, tiny_args, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,6 +89,15 @@ def test_torch_preemphasis_equals_realtime_dsp() -> None:
     np.testing.assert_allclose(ours, np_preemphasis(x, 0.95), atol=1e-6)
 
 
+def test_torch_deemphasis_inverts_preemphasis_and_equals_realtime_dsp() -> None:
+    x = np.random.default_rng(1).standard_normal((2, 4000)).astype(np.float32)
+    emphasised = losses.preemphasis(torch.from_numpy(x), 0.95)
+    np.testing.assert_allclose(losses.deemphasis(emphasised, 0.95).numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(losses.deemphasis(torch.from_numpy(x), 0.95).numpy(), np_deemphasis(x, 0.95),
+                               atol=1e-4)
+    assert losses.deemphasis(emphasised, 0.0) is emphasised
+
+
 @pytest.mark.parametrize("adv", ["lsgan", "hinge", "nonsat"])
 def test_adversarial_losses_prefer_the_right_side(adv: str) -> None:
     good_real, good_fake = torch.full((4, 1, 10), 2.0), torch.full((4, 1, 10), -2.0)
@@ -132,6 +142,43 @@ def test_two_steps_write_checkpoint_log_config_and_samples(tmp_path: Path) -> No
     assert list((run / "samples").glob("step_00000002_*.wav"))
     ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert ckpt["step"] == 2 and ckpt["config"] == json.loads((run / "config.json").read_text())
+
+
+def test_spectral_losses_on_deemphasised_audio_train_and_differ(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    logs = {}
+    for flag in (False, True):
+        run = tmp_path / f"run_{flag}"
+        train(tiny_config("run.max_steps=1", "loss.weights.cspec=10", f"loss.spectral_deemphasis={str(flag).lower()}"),
+              data, run)
+        logs[flag] = read_log(run)[0]
+    assert np.isfinite(logs[True]["g_cspec"]) and np.isfinite(logs[True]["g_stft"])
+    assert logs[True]["g_l1"] == logs[False]["g_l1"]  # the L1 stays in the pre-emphasised domain
+    assert logs[True]["g_cspec"] != logs[False]["g_cspec"]
+
+
+def test_init_starts_a_new_run_from_matching_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_data(tmp_path)
+    base = tmp_path / "base"
+    train(tiny_config("run.max_steps=2"), data, base)
+    source = load_checkpoint(base / "checkpoints" / "latest.pt")
+    tuned = tmp_path / "tuned"
+    # the new run adds a layer the source lacks; a learning rate of ~0 keeps the copied weights visibly equal
+    train(tiny_config("run.max_steps=1", "generator.band_gru=4", "optim.lr_g=1e-12", "optim.lr_d=1e-12",
+                      f"run.init={base}"), data, tuned)
+    ckpt = load_checkpoint(tuned / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 1  # a new run: steps start afresh
+    for key, value in source["generator"].items():
+        torch.testing.assert_close(ckpt["generator"][key], value, atol=1e-6, rtol=0)
+    assert "band_rnn.weight_ih_l0" in ckpt["generator"]
+    note = re.search(r"initialised from .* generator (\d+)/(\d+) tensors", capsys.readouterr().err)
+    assert note is not None and int(note.group(1)) == len(source["generator"]) < int(note.group(2))
+    with pytest.raises(TrainingError, match="run.init"):
+        train(tiny_config("run.max_steps=1", f"run.init={tmp_path / 'nothing.pt'}"), data, tmp_path / "bad")
+    segan = tmp_path / "segan"
+    train(tiny_config("run.max_steps=1", preset="segan"), data, segan)
+    with pytest.raises(TrainingError, match="segan"):
+        train(tiny_config("run.max_steps=1", f"run.init={segan}"), data, tmp_path / "mismatch")
 
 
 def test_warmup_skips_discriminator(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ class Source:
 
     package: str
     licence: str
-    collect: Callable[[Path, "Source"], list[SourceFile]]
+    collect: Callable[[Path, Source], list[SourceFile]]
 
 
 @dataclass
@@ -695,7 +695,7 @@ def compute_stats(records: list[Record], dropped: dict[str, dict[str, int]], wal
 
     speech = [r for r in records if r.kind == "speech"]
     noise = [r for r in records if r.kind == "noise"]
-    by = lambda rs, key: {k: minutes(r for r in rs if key(r) == k) for k in sorted({key(r) for r in rs})}  # noqa: E731
+    by = lambda rs, key: {k: minutes(r for r in rs if key(r) == k) for k in sorted({key(r) for r in rs})}
     return {
         "speech_minutes": minutes(speech),
         "speech_minutes_by_split": by(speech, lambda r: r.split),

@@ -7,6 +7,7 @@ returned separately so the log shows each one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -25,6 +26,21 @@ def preemphasis(x: torch.Tensor, coef: float) -> torch.Tensor:
     if coef == 0.0:
         return x
     return torch.cat([x[..., :1], x[..., 1:] - coef * x[..., :-1]], dim=-1)
+
+
+def deemphasis(x: torch.Tensor, coef: float, tol: float = 1e-7) -> torch.Tensor:
+    """Inverse of :func:`preemphasis` (``y[n] = x[n] + coef * y[n-1]``, zero history) on x [..., T], differentiably.
+
+    The recursion's impulse response ``coef**k`` is cut where it falls below ``tol`` (314 taps at 0.95) and applied
+    as one causal convolution, which autograd handles in a single kernel instead of T sequential steps.
+    """
+    if coef == 0.0:
+        return x
+    taps = max(1, math.ceil(math.log(tol) / math.log(coef)))
+    kernel = (coef ** torch.arange(taps - 1, -1, -1, dtype=torch.float64)).to(x.device, torch.float32)
+    flat = x.reshape(-1, 1, x.shape[-1]).float()
+    y = F.conv1d(F.pad(flat, (taps - 1, 0)), kernel.view(1, 1, taps))
+    return y.reshape(x.shape)
 
 
 # --------------------------------------------------------------------------------------------------- adversarial

@@ -42,6 +42,7 @@ class LowLatConfig:
     bottleneck: int = 192  # linear projection into the GRU
     gru_hidden: int = 192
     gru_layers: int = 1
+    band_gru: int = 0  # hidden size of a per-band GRU over time at the bottleneck (0: none)
     dropout: float = 0.0
     compress: float = 0.3  # magnitude compression exponent of the input features
     mask_bound: float = 1.0  # the complex mask's magnitude is bound to [0, mask_bound)
@@ -190,6 +191,16 @@ class LowLatGenerator(FrameGenerator):
         self.to_rnn = nn.Sequential(nn.Linear(flat, cfg.bottleneck), nn.PReLU())
         self.rnn = nn.GRU(cfg.bottleneck, cfg.gru_hidden, num_layers=cfg.gru_layers, batch_first=True)
         self.from_rnn = nn.Sequential(nn.Linear(cfg.gru_hidden, flat), nn.PReLU())
+        # Per-band memory: one GRU, shared by the bottleneck's frequency bands, runs over time in each band and adds
+        # its projection to the band's features (a residual that starts at zero, so a model without it can be
+        # fine-tuned into one with it). It tracks each band's noise floor, which the single global GRU summarises
+        # in a few hundred numbers for the whole spectrum.
+        self.band_rnn = nn.GRU(cfg.channels[-1], cfg.band_gru, batch_first=True) if cfg.band_gru else None
+        self.band_out = nn.Linear(cfg.band_gru, cfg.channels[-1]) if cfg.band_gru else None
+        if self.band_out is not None:
+            with torch.no_grad():
+                self.band_out.weight.zero_()
+                self.band_out.bias.zero_()
         self.drop = nn.Dropout(cfg.dropout)
         dec_out = (*cfg.channels[:-1][::-1], c0 or 2)
         self.dec = nn.ModuleList()
@@ -207,7 +218,10 @@ class LowLatGenerator(FrameGenerator):
             last.bias.copy_(torch.tensor([1.0, 0.0]))
 
     def state_spec(self) -> list[tuple[str, str, tuple[int, ...]]]:
-        return [("h_in", "h_out", (self.cfg.gru_layers, self.cfg.gru_hidden))]
+        spec = [("h_in", "h_out", (self.cfg.gru_layers, self.cfg.gru_hidden))]
+        if self.cfg.band_gru:
+            spec.append(("hb_in", "hb_out", (self.lengths[-1], self.cfg.band_gru)))
+        return spec
 
     def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -224,8 +238,16 @@ class LowLatGenerator(FrameGenerator):
             h = layer(h)
             skips.append(h)
         c, length = h.shape[1], h.shape[2]
+        new_state: list[torch.Tensor] = []
+        if self.band_rnn is not None and self.band_out is not None:
+            hb = h.reshape(b, n, c, length).permute(0, 3, 1, 2).reshape(b * length, n, c)
+            hb0 = None if not state else state[1].reshape(1, b * length, self.cfg.band_gru)
+            zb, hbn = self.band_rnn(hb, hb0)
+            h = h + self.band_out(zb).reshape(b, length, n, c).permute(0, 2, 3, 1).reshape(b * n, c, length)
+            skips[-1] = h
+            new_state.append(hbn.reshape(b, length, self.cfg.band_gru))
         z = self.to_rnn(h.reshape(b, n, c * length))
-        h0 = None if state is None or not state else state[0].transpose(0, 1).contiguous()
+        h0 = None if not state else state[0].transpose(0, 1).contiguous()
         z, hn = self.rnn(self.drop(z), h0)
         h = self.from_rnn(self.drop(z)).reshape(b * n, c, length)
         for layer, skip in zip(self.dec, reversed(skips)):
@@ -237,7 +259,7 @@ class LowLatGenerator(FrameGenerator):
         gain = self.cfg.mask_bound * torch.tanh(m_abs) / m_abs
         mr, mi = mr * gain, mi * gain
         out = torch.cat([re * mr - im * mi, re * mi + im * mr], 1) @ self.idft  # [BN, W]
-        return out.reshape(b, n, w), [hn.transpose(0, 1)]
+        return out.reshape(b, n, w), [hn.transpose(0, 1), *new_state]
 
 
 # --------------------------------------------------------------------------------------------------- segan

@@ -23,9 +23,10 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -39,10 +40,23 @@ from realtime.errors import CheckpointError, DenoiseError, DeviceError
 from training import checkpoint as ckpt_io
 from training.config import TrainConfig, apply_overrides, load_config, mix_config, preset_defaults
 from training.distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
-from training.losses import (CompressedSpectralLoss, FeatureTap, MultiResolutionSTFTLoss, d_loss, feature_matching,
-                             g_adv_loss, preemphasis)
-from training.models import (Discriminator, FrameGenerator, build_generator, config_dict,
-                             make_discriminator_config)
+from training.losses import (
+    CompressedSpectralLoss,
+    FeatureTap,
+    MultiResolutionSTFTLoss,
+    d_loss,
+    deemphasis,
+    feature_matching,
+    g_adv_loss,
+    preemphasis,
+)
+from training.models import (
+    Discriminator,
+    FrameGenerator,
+    build_generator,
+    config_dict,
+    make_discriminator_config,
+)
 
 
 class TrainingError(DenoiseError):
@@ -248,6 +262,28 @@ class Trainer:
         else:  # only rank 0's generator states are saved; the other ranks re-seed from the step
             seed_everything(self.cfg.run.seed + self.info.rank + 7919 * self.step)
 
+    def initialise_from(self, path: Path) -> str:
+        """Copy matching weights of another run's checkpoint into this (new) run; returns a one-line report."""
+        file = ckpt_io.resolve(path)
+        try:
+            ckpt = ckpt_io.load_checkpoint(file)
+        except CheckpointError as exc:
+            raise TrainingError(f"run.init: {exc}") from None
+        if ckpt["preset"] != self.cfg.preset:
+            raise TrainingError(f"run.init: {file} holds a {ckpt['preset']!r} generator, this run trains "
+                                f"{self.cfg.preset!r}.", f"initialise from a {self.cfg.preset} checkpoint or drop --init.")
+        parts = []
+        for name, module, weights in (("generator", self.g_core, ckpt["generator"]),
+                                      ("discriminator", self.d_core, ckpt["discriminator"])):
+            own = module.state_dict()
+            matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+            if name == "generator" and not matched:
+                raise TrainingError(f"run.init: no generator weight of {file} fits this run's generator.",
+                                    "the architectures differ entirely; start from scratch or pick another checkpoint.")
+            module.load_state_dict({**own, **{k: v.to(own[k].device) for k, v in matched.items()}})
+            parts.append(f"{name} {len(matched)}/{len(own)} tensors")
+        return f"initialised from {file} (step {ckpt['step']}): " + ", ".join(parts)
+
     def data_position(self) -> int:
         """Examples of the stream consumed by this rank so far."""
         return self.step * self.cfg.data.batch_size
@@ -341,12 +377,15 @@ class Trainer:
         with self._autocast():
             if w.get("l1", 0.0) > 0:
                 terms["l1"] = torch.mean(torch.abs(fake.float() - y))
+            spec_est, spec_ref = fake.float(), y
+            if c.loss.spectral_deemphasis and (w.get("stft", 0.0) > 0 or w.get("cspec", 0.0) > 0):
+                spec_est, spec_ref = deemphasis(spec_est, c.loss.preemphasis), clean.to(self.device).float()
             if w.get("stft", 0.0) > 0:
-                sc, mag = self.stft(fake.float(), y)
+                sc, mag = self.stft(spec_est, spec_ref)
                 terms["stft"] = sc + mag
                 logs["g_stft_sc"], logs["g_stft_mag"] = float(sc.detach()), float(mag.detach())
             if w.get("cspec", 0.0) > 0:
-                cplx, cmag = self.cspec(fake.float(), y)
+                cplx, cmag = self.cspec(spec_est, spec_ref)
                 terms["cspec"] = 0.3 * cplx + 0.7 * cmag
             if use_d:
                 # D's weights are frozen for G's update; the unwrapped D keeps DDP's reducer out of this call.
@@ -386,7 +425,6 @@ class Trainer:
                 f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (step {self.step}).",
                 "resume from the last checkpoint with a lower learning rate (--set optim.lr_g=1e-4 "
                 "--set optim.lr_d=1e-4) or tighter clipping (--set optim.grad_clip=1.0).")
-        return None
 
     # ----------------------------------------------------------------------------------------------- validation
     def _load_valid(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -517,7 +555,7 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
 
-    def _loop(self, progress: "_Progress") -> None:
+    def _loop(self, progress: _Progress) -> None:
         c = self.cfg
         if self.step >= c.run.max_steps:
             self._note(f"the run is already at step {self.step} >= max_steps {c.run.max_steps}; nothing to do "
@@ -686,6 +724,10 @@ def train(cfg: TrainConfig, data: Path, out: Path, resume: bool = False) -> Path
             if info.is_main:
                 trainer._truncate_log()
                 trainer._note(f"resumed from step {trainer.step}")
+        elif cfg.run.init:
+            report = trainer.initialise_from(Path(cfg.run.init))
+            if info.is_main:
+                trainer._note(report)
         if device.type == "cpu" and cfg.run.amp != "none":
             trainer._note(f"run.amp={cfg.run.amp} applies on CUDA only; training in float32 on CPU.")
         trainer.run()
