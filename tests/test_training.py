@@ -98,6 +98,17 @@ def test_torch_deemphasis_inverts_preemphasis_and_equals_realtime_dsp() -> None:
     assert losses.deemphasis(emphasised, 0.0) is emphasised
 
 
+def test_neg_si_sdr_equals_the_evaluation_metric_and_ignores_scale() -> None:
+    from evaluation.metrics import si_sdr
+
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((3, 3000)).astype(np.float32)
+    est = ref + 0.3 * rng.standard_normal((3, 3000)).astype(np.float32)
+    ours = float(losses.neg_si_sdr(torch.from_numpy(est), torch.from_numpy(ref)))
+    assert ours == pytest.approx(-np.mean([si_sdr(r, e) for r, e in zip(ref, est)]), abs=1e-3)
+    assert float(losses.neg_si_sdr(torch.from_numpy(4.0 * est), torch.from_numpy(ref))) == pytest.approx(ours, abs=1e-3)
+
+
 @pytest.mark.parametrize("adv", ["lsgan", "hinge", "nonsat"])
 def test_adversarial_losses_prefer_the_right_side(adv: str) -> None:
     good_real, good_fake = torch.full((4, 1, 10), 2.0), torch.full((4, 1, 10), -2.0)
@@ -149,10 +160,10 @@ def test_spectral_losses_on_deemphasised_audio_train_and_differ(tmp_path: Path) 
     logs = {}
     for flag in (False, True):
         run = tmp_path / f"run_{flag}"
-        train(tiny_config("run.max_steps=1", "loss.weights.cspec=10", f"loss.spectral_deemphasis={str(flag).lower()}"),
-              data, run)
+        train(tiny_config("run.max_steps=1", "loss.weights.cspec=10", "loss.weights.sisdr=1",
+                          f"loss.spectral_deemphasis={str(flag).lower()}"), data, run)
         logs[flag] = read_log(run)[0]
-    assert np.isfinite(logs[True]["g_cspec"]) and np.isfinite(logs[True]["g_stft"])
+    assert all(np.isfinite(logs[True][k]) for k in ("g_cspec", "g_stft", "g_sisdr"))
     assert logs[True]["g_l1"] == logs[False]["g_l1"]  # the L1 stays in the pre-emphasised domain
     assert logs[True]["g_cspec"] != logs[False]["g_cspec"]
 

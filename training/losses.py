@@ -135,6 +135,21 @@ def _magnitude(x: torch.Tensor, fft: int, hop: int, win: int, window: torch.Tens
     return torch.sqrt(spec.real ** 2 + spec.imag ** 2 + 1e-9)
 
 
+# --------------------------------------------------------------------------------------------------- SI-SDR
+def neg_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative scale-invariant SDR in dB, averaged over the batch (estimate, target [B, T], zero-meaned here).
+
+    The torch twin of :func:`evaluation.metrics.si_sdr` as a loss: it penalises what a mask does to the speech
+    waveform (suppressed syllables, phase smear), which magnitude losses let through and STOI punishes.
+    """
+    est = estimate.float() - estimate.float().mean(-1, keepdim=True)
+    ref = target.float() - target.float().mean(-1, keepdim=True)
+    scale = (est * ref).sum(-1, keepdim=True) / (ref * ref).sum(-1, keepdim=True).clamp_min(eps)
+    proj = scale * ref
+    ratio = (proj * proj).sum(-1).clamp_min(eps) / ((est - proj) ** 2).sum(-1).clamp_min(eps)
+    return -10.0 * torch.log10(ratio).mean()
+
+
 # --------------------------------------------------------------------------------------------------- compressed spectrum
 class CompressedSpectralLoss(nn.Module):
     """MSE between power-law compressed spectra (|X|^c with the phase kept), as in GTCRN/DeepFilterNet recipes.
