@@ -192,6 +192,29 @@ def test_init_starts_a_new_run_from_matching_weights(tmp_path: Path, capsys: pyt
         train(tiny_config("run.max_steps=1", f"run.init={segan}"), data, tmp_path / "mismatch")
 
 
+def test_weight_average_is_validated_checkpointed_and_resumed(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(tiny_config("run.max_steps=4", "optim.ema=0.9", "run.validate_every=2"), data, straight)
+    ckpt = load_checkpoint(straight / "checkpoints" / "latest.pt")
+    trained, served = ckpt["generator_train"], ckpt["generator"]
+    assert set(trained) == set(served)
+    assert any(not torch.equal(trained[k], served[k]) for k in trained)  # the average lags the raw weights
+    gen, meta = load_generator(straight / "checkpoints" / "latest.pt")  # what export uses: the average
+    for key, value in gen.state_dict().items():
+        assert torch.equal(value, served[key])
+    assert "generator_train" not in meta
+    # resuming restores both the raw weights and the average: the split run ends where the straight one did
+    train(tiny_config("run.max_steps=2", "optim.ema=0.9", "run.validate_every=2"), data, split)
+    train(tiny_config("run.max_steps=4", "optim.ema=0.9", "run.validate_every=2"), data, split, resume=True)
+    again = load_checkpoint(split / "checkpoints" / "latest.pt")
+    for key in ("generator", "generator_train"):
+        for name, value in ckpt[key].items():
+            torch.testing.assert_close(again[key][name], value, atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="optim.ema"):
+        tiny_config("optim.ema=1.5")
+
+
 def test_warmup_skips_discriminator(tmp_path: Path) -> None:
     data = make_data(tmp_path)
     run = tmp_path / "run"

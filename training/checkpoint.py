@@ -28,7 +28,7 @@ from training.models import FrameGenerator, build_generator
 FORMAT = "denoise-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED = ("format", "format_version", "preset", "generator_config", "generator", "step")
-_STATE_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d", "scaler",
+_STATE_KEYS = ("generator", "generator_train", "discriminator", "optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d", "scaler",
                "rng")
 _STEP_RE = re.compile(r"^step_(\d{8,})\.pt$")
 

@@ -15,6 +15,7 @@ Runs as one process or under ``torchrun`` (DistributedDataParallel; rank 0 alone
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -195,6 +196,10 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.g = nn.parallel.DistributedDataParallel(self.g_core, device_ids=ids)
             self.d = nn.parallel.DistributedDataParallel(self.d_core, device_ids=ids)
+        # The weight average (optim.ema): validated, checkpointed as "generator" and exported.
+        self.g_ema: FrameGenerator | None = None
+        if cfg.optim.ema > 0:
+            self.g_ema = copy.deepcopy(self.g_core).eval().requires_grad_(False)
         self.tap = FeatureTap(self.d_core)
         self.stft = MultiResolutionSTFTLoss(cfg.loss.stft_resolutions).to(device)
         self.cspec = CompressedSpectralLoss().to(device)
@@ -233,7 +238,8 @@ class Trainer:
     def checkpoint_dict(self) -> dict[str, Any]:
         return {
             "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION, "preset": self.cfg.preset,
-            "generator_config": config_dict(self.g_core.cfg), "generator": self.g_core.state_dict(),
+            "generator_config": config_dict(self.g_core.cfg), "generator": self.g_served.state_dict(),
+            **({"generator_train": self.g_core.state_dict()} if self.g_ema is not None else {}),
             "discriminator_config": config_dict(self.d_core.cfg), "discriminator": self.d_core.state_dict(),
             "optimizer_g": self.opt_g.state_dict(), "optimizer_d": self.opt_d.state_dict(),
             "scheduler_g": {**self.schedule.state_dict(), "base_lr": self.cfg.optim.lr_g, "step": self.step},
@@ -246,8 +252,29 @@ class Trainer:
             "denoise_version": ckpt_io.denoise_version(),
         }
 
+    @property
+    def g_served(self) -> FrameGenerator:
+        """The generator that is validated, kept as best and exported: the weight average when there is one."""
+        return self.g_ema if self.g_ema is not None else self.g_core
+
+    def update_ema(self) -> None:
+        """Move the weight average towards G after an update (decay ramps up over the first steps of a run)."""
+        if self.g_ema is None:
+            return
+        decay = min(self.cfg.optim.ema, (1.0 + self.step) / (10.0 + self.step))
+        with torch.no_grad():
+            for avg, cur in zip(self.g_ema.parameters(), self.g_core.parameters()):
+                avg.lerp_(cur.detach(), 1.0 - decay)
+
+    def sync_ema(self) -> None:
+        """Restart the weight average at G's current weights."""
+        if self.g_ema is not None:
+            self.g_ema.load_state_dict(self.g_core.state_dict())
+
     def restore(self, ckpt: dict[str, Any]) -> None:
-        self.g_core.load_state_dict(ckpt["generator"])
+        self.g_core.load_state_dict(ckpt.get("generator_train", ckpt["generator"]))
+        if self.g_ema is not None:
+            self.g_ema.load_state_dict(ckpt["generator"])  # a run that had no average starts it here
         self.d_core.load_state_dict(ckpt["discriminator"])
         self.opt_g.load_state_dict(ckpt["optimizer_g"])
         self.opt_d.load_state_dict(ckpt["optimizer_d"])
@@ -283,6 +310,7 @@ class Trainer:
                                     "the architectures differ entirely; start from scratch or pick another checkpoint.")
             module.load_state_dict({**own, **{k: v.to(own[k].device) for k, v in matched.items()}})
             parts.append(f"{name} {len(matched)}/{len(own)} tensors")
+        self.sync_ema()
         return f"initialised from {file} (step {ckpt['step']}): " + ", ".join(parts)
 
     def data_position(self) -> int:
@@ -411,6 +439,7 @@ class Trainer:
         if not self._apply(total, self.opt_g, list(self.g_core.parameters())):
             return self._skip()
         self.scaler.update()
+        self.update_ema()
         logs.update({f"g_{k}": float(v.detach()) for k, v in terms.items()})
         logs["g_total"] = float(total.detach())
         self.bad_in_a_row = 0
@@ -455,11 +484,12 @@ class Trainer:
         coef = self.cfg.loss.preemphasis
         rows, noisy_rows = [], []
         samples_dir = self.out / "samples"
-        self.g_core.eval()
+        gen = self.g_served
+        gen.eval()
         try:
             for i, (name, noisy, clean) in enumerate(pairs):
                 x = torch.from_numpy(np_preemphasis(noisy, coef)).to(self.device)[None]
-                est = self.g_core(x)[0].float().cpu().numpy()
+                est = gen(x)[0].float().cpu().numpy()
                 est = np_deemphasis(est, coef)
                 rows.append(self._score(clean, est))
                 if self.noisy_baseline is None:
@@ -467,15 +497,15 @@ class Trainer:
                 if i < self.cfg.run.samples:
                     samples_dir.mkdir(parents=True, exist_ok=True)
                     stem = Path(name).stem
-                    sf.write(samples_dir / f"step_{self.step:08d}_{stem}.wav", est, self.g_core.sample_rate)
+                    sf.write(samples_dir / f"step_{self.step:08d}_{stem}.wav", est, gen.sample_rate)
                     if not (samples_dir / f"noisy_{stem}.wav").exists():
-                        sf.write(samples_dir / f"noisy_{stem}.wav", noisy, self.g_core.sample_rate)
-                        sf.write(samples_dir / f"clean_{stem}.wav", clean, self.g_core.sample_rate)
+                        sf.write(samples_dir / f"noisy_{stem}.wav", noisy, gen.sample_rate)
+                        sf.write(samples_dir / f"clean_{stem}.wav", clean, gen.sample_rate)
                     if self.tb is not None:
                         self.tb.add_audio(f"enhanced/{stem}", np.clip(est, -1, 1), self.step,
-                                          sample_rate=self.g_core.sample_rate)
+                                          sample_rate=gen.sample_rate)
         finally:
-            self.g_core.train()
+            self.g_core.train()  # the average stays in eval mode
         result = {f"valid_{k}": _nanmean([r[k] for r in rows]) for k in rows[0]} if rows else {}
         if noisy_rows:
             self.noisy_baseline = {f"noisy_{k}": _nanmean([r[k] for r in noisy_rows]) for k in noisy_rows[0]}
