@@ -327,10 +327,10 @@ def test_sigkill_then_resume_continues_the_step_count(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
-                         ids=["sigterm", "ctrl-c-to-group"])
+@pytest.mark.parametrize("sig, group", [(signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGTERM, True)],
+                         ids=["sigterm", "ctrl-c-to-group", "sigterm-to-group"])
 def test_signal_finishes_the_step_saves_and_exits_cleanly(tmp_path: Path, sig: signal.Signals, group: bool) -> None:
-    """SIGTERM to the trainer, or Ctrl-C to the whole process group (DataLoader workers included)."""
+    """SIGTERM to the trainer, or Ctrl-C / SIGTERM to the whole process group (DataLoader workers included)."""
     data = make_data(tmp_path)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -348,7 +348,7 @@ class Trainer:
         gen.manual_seed(c.run.seed * 7_919 + self.step + 1_000_003 * self.info.rank)
         loader = DataLoader(dataset, batch_size=c.data.batch_size, num_workers=workers, drop_last=True,
                             pin_memory=self.device.type == "cuda", generator=gen,
-                            worker_init_fn=_ignore_sigint if workers else None, **kwargs)
+                            worker_init_fn=_ignore_stop_signals if workers else None, **kwargs)
         return iter(loader)
 
     # ----------------------------------------------------------------------------------------------- step
@@ -663,9 +663,11 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C (sent to the whole process group) to the trainer, which saves first."""
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM (sent to the whole process group by a terminal, ``kill -- -PGID``
+    or ``pkill -f``) to the trainer, which finishes the step, saves and then shuts the workers down itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def threading_is_main() -> bool:
