@@ -46,13 +46,17 @@ def test_presets_differ_as_documented() -> None:
     assert low.loss.weights["stft"] > 0 and seg.loss.weights == {"adv": 1.0, "l1": 100.0, "stft": 0.0, "feat": 0.0}
     assert seg.optim.name == "rmsprop" and seg.optim.lr_g == seg.optim.lr_d == 2e-4
     assert low.loss.adv == seg.loss.adv == "lsgan"
+    # lowlat: spectral terms on de-emphasised audio, per-band memory and a weight average; segan: the paper's recipe
+    assert low.loss.spectral_deemphasis and low.loss.weights["cspec"] > 0 and low.loss.weights["sisdr"] > 0
+    assert low.generator["band_gru"] > 0 and low.optim.ema > 0
+    assert not seg.loss.spectral_deemphasis and seg.optim.ema == 0 and "band_gru" not in seg.generator
 
 
 def test_set_overrides_parse_json_and_bare_words() -> None:
     cfg = apply_overrides(preset_defaults("lowlat"), ["optim.lr_g=2e-4", "loss.adv=hinge", "optim.betas=[0.5,0.9]",
                                                       "loss.weights.feat=2", "data.mix.snr_db=[0, 10]"])
     assert cfg.optim.lr_g == 2e-4 and cfg.loss.adv == "hinge" and cfg.optim.betas == [0.5, 0.9]
-    assert cfg.loss.weights == {"adv": 1.0, "l1": 100.0, "stft": 1.0, "feat": 2}
+    assert cfg.loss.weights == {**preset_defaults("lowlat").loss.weights, "feat": 2}
     assert cfg.data.mix == {"snr_db": [0, 10]}
 
 
@@ -65,7 +69,7 @@ def test_set_overrides_parse_json_and_bare_words() -> None:
     ("data.mix.snr=[0,1]", ["snr", "snr_db"]),
     ("data.segment=1000", ["multiple", "128"]),
     ("loss.adv=wgan", ["wgan", "lsgan"]),
-    ('loss.weights={"adv": 0, "l1": 0, "stft": 0, "feat": 0}', ["every loss weight is 0"]),
+    ('loss.weights={"adv": 0, "l1": 0, "stft": 0, "cspec": 0, "sisdr": 0, "feat": 0}', ["every loss weight is 0"]),
 ])
 def test_bad_set_raises_config_error_naming_valid_keys(item: str, words: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
@@ -171,7 +175,7 @@ def test_spectral_losses_on_deemphasised_audio_train_and_differ(tmp_path: Path) 
 def test_init_starts_a_new_run_from_matching_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = make_data(tmp_path)
     base = tmp_path / "base"
-    train(tiny_config("run.max_steps=2"), data, base)
+    train(tiny_config("run.max_steps=2", "generator.band_gru=0"), data, base)
     source = load_checkpoint(base / "checkpoints" / "latest.pt")
     tuned = tmp_path / "tuned"
     # the new run adds a layer the source lacks; a learning rate of ~0 keeps the copied weights visibly equal

@@ -58,7 +58,8 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> int:
     if checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"refusing to save a dict whose format is {checkpoint.get('format')!r}.",
                               f"build it with format={FORMAT!r} (see training/checkpoint.py).")
-    bad = non_finite_tensors(checkpoint.get("generator", {})) + non_finite_tensors(checkpoint.get("discriminator", {}))
+    bad = [name for key in ("generator", "generator_train", "discriminator")
+           for name in non_finite_tensors(checkpoint.get(key, {}))]
     if bad:
         raise CheckpointError(
             f"refusing to write {path.name}: non-finite weights in {bad[:5]}{' ...' if len(bad) > 5 else ''} "

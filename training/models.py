@@ -9,7 +9,8 @@ Presets
 -------
 ``lowlat``  SEGAN-style encoder/decoder with skip connections over the frequency axis of a 16 ms frame
             (window 256, hop 128 at 16 kHz: 8 ms algorithmic latency), a GRU bottleneck carrying state across
-            hops, and a bounded complex mask on the frame's spectrum. The DFT is a fixed matrix product so the
+            hops, optionally a per-band GRU over time at the bottleneck (``band_gru``; the training preset turns
+            it on), and a bounded complex mask on the frame's spectrum. The DFT is a fixed matrix product so the
             exported graph needs no FFT operator.
 ``segan``   The published SEGAN generator: 16384-sample windows, 11 strided conv layers (kernel 31, stride 2,
             16->1024 channels), mirrored transposed convs with skip connections, PReLU, latent z at the bottleneck
