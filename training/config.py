@@ -195,6 +195,8 @@ def _merge_section(obj: Any, values: dict[str, Any], where: str) -> None:
         elif isinstance(current, dict) and isinstance(value, dict) and f"{where}.{key}" in FREE_SECTIONS:
             current.update(value)
         else:
+            if isinstance(current, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)  # --set parses values as JSON: a numeric-looking path or name stays text
             setattr(obj, key, value)
 
 
@@ -294,7 +296,6 @@ def validate(cfg: TrainConfig) -> None:
         if not (isinstance(res, list) and len(res) == 3 and res[2] <= res[0] and res[1] > 0):
             raise ConfigError(f"loss.stft_resolutions entry {res!r} is not [fft, hop, win] with win <= fft.",
                               "give e.g. [[512, 128, 512], [256, 64, 256]].")
-    run.init = str(run.init or "")  # a path; --set may have parsed a numeric-looking one as a number
     if not 0.0 <= loss.preemphasis < 1.0:
         raise ConfigError(f"loss.preemphasis = {loss.preemphasis} is outside [0, 1).", "use e.g. 0.95 (0 disables).")
     if optim.name not in OPTIMIZERS:
