@@ -38,8 +38,8 @@ def tiny_generator(preset: str, seed: int = 0, **values: Any) -> torch.nn.Module
         for name, p in gen.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0.0, 0.1)
-            elif name == "band_out.weight":  # zero-initialised for fine-tuning; give the path a say
-                p.normal_(0.0, 0.3)
+            elif name in ("band_out.weight", "ctx_inp.weight", "df_head.weight"):
+                p.normal_(0.0, 0.3)  # zero-initialised for fine-tuning; give the path a say
     return gen.eval()
 
 
@@ -113,15 +113,18 @@ def test_lowlat_export_runs_in_the_engine_and_matches_torch_over_many_hops(lowla
     assert np.abs(got_frames).max() > 1e-2  # the comparison is not between two near-zero signals
 
 
-def test_band_memory_exports_two_states_and_matches_torch_over_many_hops(tmp_path: Path) -> None:
-    gen = tiny_generator("lowlat", band_gru=6)
+@pytest.mark.parametrize("past_frames", [0, 2])
+def test_band_memory_exports_its_states_and_matches_torch_over_many_hops(tmp_path: Path, past_frames: int) -> None:
+    gen = tiny_generator("lowlat", band_gru=6, past_frames=past_frames)
     from training.checkpoint import load_generator
 
     loaded, meta = load_generator(write_checkpoint(tmp_path / "ckpt.pt", gen))
     report = export_with_report(loaded, meta, tmp_path / "band.onnx")
     assert report.verify is not None and max(report.verify.max_err_step, report.verify.max_err_frames) <= 1e-4
     model = load_model(report.path, device="cpu", threads=1)
-    assert [(s.input, s.shape) for s in model.spec.state] == [("h_in", (1, 16)), ("hb_in", (gen.lengths[-1], 6))]
+    expected = [("h_in", (1, 16)), ("hb_in", (gen.lengths[-1], 6))]
+    expected += [("past_in", (past_frames, 2 * gen.bins))] if past_frames else []
+    assert [(s.input, s.shape) for s in model.spec.state] == expected
     frames = torch_frames(gen, speech_like(HOPS * gen.hop, gen.sample_rate)[None], model.spec.preemphasis)
     state = model.initial_state(1)
     got = []
@@ -133,7 +136,7 @@ def test_band_memory_exports_two_states_and_matches_torch_over_many_hops(tmp_pat
     np.testing.assert_allclose(np.stack(got, 1), full.numpy(), atol=1e-4, rtol=0)
     for ours, ref in zip(state, ref_state):
         np.testing.assert_allclose(ours, ref.numpy(), atol=1e-4, rtol=0)
-    assert np.abs(state[1]).max() > 1e-3
+    assert all(np.abs(s).max() > 1e-3 for s in state[1:])
 
 
 def test_engine_offline_output_equals_the_torch_generator_on_the_whole_signal(lowlat: Any) -> None:

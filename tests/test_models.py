@@ -69,13 +69,26 @@ def with_band_memory(gen: LowLatGenerator) -> LowLatGenerator:
     return gen
 
 
-@pytest.mark.parametrize("band_gru", [0, 6])
-def test_lowlat_streaming_equals_forward(band_gru: int) -> None:
+def with_past_frames(gen: LowLatGenerator) -> LowLatGenerator:
+    """Give the zero-initialised past-frame input layer and filter taps random weights, so the path matters."""
+    assert gen.ctx_inp is not None and gen.df_head is not None
+    with torch.no_grad():
+        gen.ctx_inp.weight.normal_(0.0, 0.3)
+        gen.df_head.weight.normal_(0.0, 0.3)
+        gen.df_head.bias.normal_(0.0, 0.3)
+    return gen
+
+
+@pytest.mark.parametrize("band_gru, past_frames", [(0, 0), (6, 0), (0, 2), (6, 3)])
+def test_lowlat_streaming_equals_forward(band_gru: int, past_frames: int) -> None:
     torch.manual_seed(1)
-    gen = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": band_gru}).eval()
+    gen = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": band_gru, "past_frames": past_frames}).eval()
     if band_gru:
         gen = with_band_memory(gen)
-        assert [s[0] for s in gen.state_spec()] == ["h_in", "hb_in"]
+    if past_frames:
+        gen = with_past_frames(gen)
+    names = ["h_in", *(["hb_in"] if band_gru else []), *(["past_in"] if past_frames else [])]
+    assert [s[0] for s in gen.state_spec()] == names
     x = 0.1 * torch.randn(2, 128 * 20 + 37)
     with torch.no_grad():
         offline = gen(x)
@@ -94,6 +107,30 @@ def test_band_memory_starts_as_the_model_without_it_then_changes_the_output() ->
     with torch.no_grad():
         assert torch.equal(banded(x), plain(x))  # the fine-tuning start point is exactly the old model
         assert not torch.allclose(with_band_memory(banded)(x), plain(x), atol=1e-4)
+
+
+def test_past_frames_start_as_the_model_without_them_then_filter_over_time() -> None:
+    torch.manual_seed(3)
+    plain = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": 6}).eval()
+    deep = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": 6, "past_frames": 2}).eval()
+    missing, unexpected = deep.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["ctx_inp.weight", "df_head.bias", "df_head.weight"]
+    x = 0.1 * torch.randn(1, 128 * 12)
+    with torch.no_grad():
+        assert torch.equal(deep(x), plain(x))
+        deep = with_past_frames(deep)
+        y = deep(x)
+        assert not torch.allclose(y, plain(x), atol=1e-4)
+        # causal: changing the future leaves the past output untouched (no latency is added)
+        x2 = x.clone()
+        x2[:, 128 * 8:] += 0.3 * torch.randn(1, 128 * 4)
+        edge = 128 * 8 - deep.latency_samples
+        assert torch.equal(deep(x2)[:, :edge], y[:, :edge])
+
+
+def test_past_frames_need_the_full_resolution_layer() -> None:
+    with pytest.raises(ConfigError, match="past_frames"):
+        build_generator("lowlat", {**TINY_LOWLAT, "full_res_channels": 0, "past_frames": 2})
 
 
 def test_segan_latent_zero_is_deterministic_and_seeded_latent_differs() -> None:

@@ -25,7 +25,7 @@ TINY = [
 
 TINY_GENERATOR = {
     "lowlat": ["generator.channels=[4, 8]", "generator.bottleneck=16", "generator.gru_hidden=16",
-               "generator.band_gru=4"],
+               "generator.band_gru=4", "generator.past_frames=2"],
     "segan": ["generator.window=1024", "generator.hop=512", "generator.channels=[4, 8, 8]", "generator.kernel=9",
               "generator.z_channels=4"],
 }

@@ -44,6 +44,7 @@ class LowLatConfig:
     gru_hidden: int = 192
     gru_layers: int = 1
     band_gru: int = 0  # hidden size of a per-band GRU over time at the bottleneck (0: none)
+    past_frames: int = 0  # past frames seen by the input layer and filtered by the output (a deep filter; 0: none)
     dropout: float = 0.0
     compress: float = 0.3  # magnitude compression exponent of the input features
     mask_bound: float = 1.0  # the complex mask's magnitude is bound to [0, mask_bound)
@@ -202,6 +203,22 @@ class LowLatGenerator(FrameGenerator):
             with torch.no_grad():
                 self.band_out.weight.zero_()
                 self.band_out.bias.zero_()
+        # Past-frame context (``past_frames`` = P): the input layer also sees the P previous frames' spectra, and the
+        # output is a complex filter over the current and P previous frames of each bin, not a one-tap mask: a bin
+        # 31 Hz wide cannot separate a harmonic from the noise beside it within one frame, but a filter over time
+        # can follow its phase. Both additions start at zero (a model without them fine-tunes into one with them
+        # from its exact output) and cost no latency; the P past spectra are a third recurrent state.
+        p = cfg.past_frames
+        if p and not c0:
+            raise ConfigError("generator.past_frames needs full_res_channels > 0 (the filter taps come from the head).",
+                              "set generator.full_res_channels (e.g. 16) or past_frames 0.")
+        self.ctx_inp = nn.Conv1d(3 * p, c0, cfg.kernel, padding=pad, bias=False) if p else None
+        self.df_head = nn.Conv1d(2 * c0, 2 * p, cfg.kernel, padding=pad) if p else None
+        for layer in (self.ctx_inp, self.df_head):
+            if layer is not None:
+                with torch.no_grad():
+                    for t in layer.parameters():
+                        t.zero_()
         self.drop = nn.Dropout(cfg.dropout)
         dec_out = (*cfg.channels[:-1][::-1], c0 or 2)
         self.dec = nn.ModuleList()
@@ -222,17 +239,44 @@ class LowLatGenerator(FrameGenerator):
         spec = [("h_in", "h_out", (self.cfg.gru_layers, self.cfg.gru_hidden))]
         if self.cfg.band_gru:
             spec.append(("hb_in", "hb_out", (self.lengths[-1], self.cfg.band_gru)))
+        if self.cfg.past_frames:
+            spec.append(("past_in", "past_out", (self.cfg.past_frames, 2 * self.bins)))
         return spec
+
+    def _features(self, spec: torch.Tensor) -> torch.Tensor:
+        """Complex spectra [..., 2F] -> input features [..., 3, F]: compressed magnitude and the compressed complex."""
+        re, im = spec[..., :self.bins], spec[..., self.bins:]
+        mag = torch.sqrt(re * re + im * im + 1e-10)
+        mag_c = mag ** self.cfg.compress
+        unit = mag_c / mag
+        return torch.stack([mag_c, re * unit, im * unit], -2)
+
+    @staticmethod
+    def _bounded(m: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Complex coefficients [..., 2, F] -> (re, im), each coefficient's magnitude bound to [0, bound)."""
+        mr, mi = m[..., 0, :], m[..., 1, :]
+        m_abs = torch.sqrt(mr * mr + mi * mi + 1e-10)
+        gain = bound * torch.tanh(m_abs) / m_abs
+        return mr * gain, mi * gain
 
     def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, n, w = frames.shape
+        p, f = self.cfg.past_frames, self.bins
         spec = frames.reshape(b * n, w) @ self.dft  # [BN, 2F]
-        re, im = spec[:, :self.bins], spec[:, self.bins:]
-        mag = torch.sqrt(re * re + im * im + 1e-10)
-        mag_c = mag ** self.cfg.compress
-        unit = mag_c / mag
-        h = self.inp(torch.stack([mag_c, re * unit, im * unit], 1))  # [BN, C0, F]
+        re, im = spec[:, :f], spec[:, f:]
+        feats = self._features(spec)  # [BN, 3, F]
+        slot = 1 + (1 if self.cfg.band_gru else 0)  # where the past spectra sit in the state list
+        if self.ctx_inp is not None:
+            # frames t-p .. t of each sequence: the state's p past spectra, then this call's n
+            past = state[slot] if state else spec.new_zeros(b, p, 2 * f)
+            seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)  # [B, P+N, 2F]
+            prev = torch.stack([seq[:, k:k + n] for k in range(p)], 2)  # [B, N, P, 2F], oldest first
+            prev_feats = self._features(prev).reshape(b * n, 3 * p, f)
+            conv, act = self.inp[0], self.inp[1]
+            h = act(conv(feats) + self.ctx_inp(prev_feats))
+        else:
+            h = self.inp(feats)
         top = h
         skips = []
         for layer in self.enc:
@@ -254,12 +298,20 @@ class LowLatGenerator(FrameGenerator):
         for layer, skip in zip(self.dec, reversed(skips)):
             h = layer(torch.cat([h, skip], 1))
         if self.head is not None:
-            h = self.head(torch.cat([h, top], 1))
-        mr, mi = h[:, 0], h[:, 1]
-        m_abs = torch.sqrt(mr * mr + mi * mi + 1e-10)
-        gain = self.cfg.mask_bound * torch.tanh(m_abs) / m_abs
-        mr, mi = mr * gain, mi * gain
-        out = torch.cat([re * mr - im * mi, re * mi + im * mr], 1) @ self.idft  # [BN, W]
+            h_dec = torch.cat([h, top], 1)
+            h = self.head(h_dec)
+        mr, mi = self._bounded(h, self.cfg.mask_bound)
+        out_re, out_im = re * mr - im * mi, re * mi + im * mr
+        if self.df_head is not None and p:
+            # taps on the p past frames (each bound like the mask), summed into the current frame's output
+            taps = self.df_head(h_dec).reshape(b * n, p, 2, f)
+            tr, ti = self._bounded(taps, self.cfg.mask_bound)  # [BN, P, F]
+            prev_c = prev.reshape(b * n, p, 2 * f)
+            pr, pi = prev_c[..., :f], prev_c[..., f:]
+            out_re = out_re + (pr * tr - pi * ti).sum(1)
+            out_im = out_im + (pr * ti + pi * tr).sum(1)
+            new_state.append(seq[:, n:])
+        out = torch.cat([out_re, out_im], 1) @ self.idft  # [BN, W]
         return out.reshape(b, n, w), [hn.transpose(0, 1), *new_state]
 
 
