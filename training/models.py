@@ -267,14 +267,15 @@ class LowLatGenerator(FrameGenerator):
         re, im = spec[:, :f], spec[:, f:]
         feats = self._features(spec)  # [BN, 3, F]
         slot = 1 + (1 if self.cfg.band_gru else 0)  # where the past spectra sit in the state list
-        if self.ctx_inp is not None:
-            # frames t-p .. t of each sequence: the state's p past spectra, then this call's n
+        prev: list[torch.Tensor] = []  # the spectra 1..p frames back of each frame, oldest first, [BN, 2F] each
+        if p:
+            # frames t-p .. t of each sequence: the state's p past spectra, then this call's n ([B, P+N, 2F])
             past = state[slot] if state else spec.new_zeros(b, p, 2 * f)
-            seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)  # [B, P+N, 2F]
-            prev = torch.stack([seq[:, k:k + n] for k in range(p)], 2)  # [B, N, P, 2F], oldest first
-            prev_feats = self._features(prev).reshape(b * n, 3 * p, f)
+            seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)
+            prev = [seq[:, k:k + n].reshape(b * n, 2 * f) for k in range(p)]
+        if self.ctx_inp is not None:
             conv, act = self.inp[0], self.inp[1]
-            h = act(conv(feats) + self.ctx_inp(prev_feats))
+            h = act(conv(feats) + self.ctx_inp(torch.cat([self._features(x) for x in prev], 1)))
         else:
             h = self.inp(feats)
         top = h
@@ -302,14 +303,14 @@ class LowLatGenerator(FrameGenerator):
             h = self.head(h_dec)
         mr, mi = self._bounded(h, self.cfg.mask_bound)
         out_re, out_im = re * mr - im * mi, re * mi + im * mr
-        if self.df_head is not None and p:
+        if self.df_head is not None:
             # taps on the p past frames (each bound like the mask), summed into the current frame's output
             taps = self.df_head(h_dec).reshape(b * n, p, 2, f)
-            tr, ti = self._bounded(taps, self.cfg.mask_bound)  # [BN, P, F]
-            prev_c = prev.reshape(b * n, p, 2 * f)
-            pr, pi = prev_c[..., :f], prev_c[..., f:]
-            out_re = out_re + (pr * tr - pi * ti).sum(1)
-            out_im = out_im + (pr * ti + pi * tr).sum(1)
+            tr, ti = self._bounded(taps, self.cfg.mask_bound)  # [BN, P, F] each
+            for k, x in enumerate(prev):
+                pr, pi = x[:, :f], x[:, f:]
+                out_re = out_re + pr * tr[:, k] - pi * ti[:, k]
+                out_im = out_im + pr * ti[:, k] + pi * tr[:, k]
             new_state.append(seq[:, n:])
         out = torch.cat([out_re, out_im], 1) @ self.idft  # [BN, W]
         return out.reshape(b, n, w), [hn.transpose(0, 1), *new_state]
