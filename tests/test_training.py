@@ -48,7 +48,7 @@ def test_presets_differ_as_documented() -> None:
     assert low.loss.adv == seg.loss.adv == "lsgan"
     # lowlat: spectral terms on de-emphasised audio, per-band memory and a weight average; segan: the paper's recipe
     assert low.loss.spectral_deemphasis and low.loss.weights["cspec"] > 0 and low.loss.weights["sisdr"] > 0
-    assert low.generator["band_gru"] > 0 and low.optim.ema > 0
+    assert low.generator["band_gru"] > 0 and low.generator["past_frames"] > 0 and low.optim.ema > 0
     assert not seg.loss.spectral_deemphasis and seg.optim.ema == 0 and "band_gru" not in seg.generator
 
 

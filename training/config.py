@@ -15,7 +15,8 @@ Preset choices
             Beside the conditional L1 (weight 100, pre-emphasised domain, as in SEGAN) the generator is fed
             spectral terms computed on the *de-emphasised* audio: compressed complex/magnitude spectra (``cspec``,
             weight 400) and SI-SDR (``sisdr``, weight 0.5), the terms GTCRN-style recipes use; the per-band GRU
-            (``generator.band_gru=64``) and a 0.999 weight average (``optim.ema``) are on. Each of these was
+            (``generator.band_gru=64``), two past frames of context and filter taps (``generator.past_frames=2``)
+            and a 0.999 weight average (``optim.ema``) are on. Each of these was
             measured against the previous recipe on the validation split (model card, "How the recipe was found").
 ``segan``   The published recipe: RMSprop at 2e-4 for both nets, least-squares GAN, L1 weight 100, no STFT loss,
             segments of 16384 samples. The paper's batch of 400 is out of reach on CPU; 16 is the default.
@@ -164,7 +165,7 @@ def preset_defaults(preset: str) -> TrainConfig:
     if preset == "lowlat":
         return TrainConfig(
             preset="lowlat",
-            generator={"band_gru": 64},
+            generator={"band_gru": 64, "past_frames": 2},
             loss=LossConfig(weights={"adv": 1.0, "l1": 100.0, "stft": 1.0, "cspec": 400.0, "sisdr": 0.5, "feat": 0.0},
                             spectral_deemphasis=True),
             optim=OptimConfig(ema=0.999),
