@@ -199,10 +199,6 @@ class LowLatGenerator(FrameGenerator):
         # in a few hundred numbers for the whole spectrum.
         self.band_rnn = nn.GRU(cfg.channels[-1], cfg.band_gru, batch_first=True) if cfg.band_gru else None
         self.band_out = nn.Linear(cfg.band_gru, cfg.channels[-1]) if cfg.band_gru else None
-        if self.band_out is not None:
-            with torch.no_grad():
-                self.band_out.weight.zero_()
-                self.band_out.bias.zero_()
         # Past-frame context (``past_frames`` = P): the input layer also sees the P previous frames' spectra, and the
         # output is a complex filter over the current and P previous frames of each bin, not a one-tap mask: a bin
         # 31 Hz wide cannot separate a harmonic from the noise beside it within one frame, but a filter over time
@@ -214,7 +210,8 @@ class LowLatGenerator(FrameGenerator):
                               "set generator.full_res_channels (e.g. 16) or past_frames 0.")
         self.ctx_inp = nn.Conv1d(3 * p, c0, cfg.kernel, padding=pad, bias=False) if p else None
         self.df_head = nn.Conv1d(2 * c0, 2 * p, cfg.kernel, padding=pad) if p else None
-        for layer in (self.ctx_inp, self.df_head):
+        # the additive paths above start at zero, so fine-tuning begins from the old model's exact output
+        for layer in (self.band_out, self.ctx_inp, self.df_head):
             if layer is not None:
                 with torch.no_grad():
                     for t in layer.parameters():
@@ -265,19 +262,20 @@ class LowLatGenerator(FrameGenerator):
         p, f = self.cfg.past_frames, self.bins
         spec = frames.reshape(b * n, w) @ self.dft  # [BN, 2F]
         re, im = spec[:, :f], spec[:, f:]
-        feats = self._features(spec)  # [BN, 3, F]
         slot = 1 + (1 if self.cfg.band_gru else 0)  # where the past spectra sit in the state list
         prev: list[torch.Tensor] = []  # the spectra 1..p frames back of each frame, oldest first, [BN, 2F] each
-        if p:
-            # frames t-p .. t of each sequence: the state's p past spectra, then this call's n ([B, P+N, 2F])
+        if self.ctx_inp is not None:
+            # frames t-p .. t of each sequence: the state's p past spectra, then this call's n ([B, P+N, 2F]);
+            # the features of each of those P+N frames are computed once and sliced per lag
             past = state[slot] if state else spec.new_zeros(b, p, 2 * f)
             seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)
+            seq_feats = self._features(seq)  # [B, P+N, 3, F]
             prev = [seq[:, k:k + n].reshape(b * n, 2 * f) for k in range(p)]
-        if self.ctx_inp is not None:
+            ctx = torch.cat([seq_feats[:, k:k + n].reshape(b * n, 3, f) for k in range(p)], 1)
             conv, act = self.inp[0], self.inp[1]
-            h = act(conv(feats) + self.ctx_inp(torch.cat([self._features(x) for x in prev], 1)))
+            h = act(conv(seq_feats[:, p:].reshape(b * n, 3, f)) + self.ctx_inp(ctx))
         else:
-            h = self.inp(feats)
+            h = self.inp(self._features(spec))  # [BN, C0, F]
         top = h
         skips = []
         for layer in self.enc:
