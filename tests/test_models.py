@@ -117,7 +117,8 @@ def test_past_frames_start_as_the_model_without_them_then_filter_over_time() -> 
     assert not unexpected and sorted(missing) == ["ctx_inp.weight", "df_head.bias", "df_head.weight"]
     x = 0.1 * torch.randn(1, 128 * 12)
     with torch.no_grad():
-        assert torch.equal(deep(x), plain(x))
+        # the same model up to float rounding (the fused input layer sums its zero-weight channels too)
+        assert torch.allclose(deep(x), plain(x), rtol=0, atol=1e-6)
         deep = with_past_frames(deep)
         y = deep(x)
         assert not torch.allclose(y, plain(x), atol=1e-4)

@@ -256,24 +256,31 @@ class LowLatGenerator(FrameGenerator):
         gain = bound * torch.tanh(m_abs) / m_abs
         return mr * gain, mi * gain
 
+    def _windows(self, seq: torch.Tensor, n: int) -> torch.Tensor:
+        """[B, P+N, D] -> [B*N, P+1, D]: for each of the last n frames, it and the P frames before it, oldest first."""
+        b, p = seq.shape[0], self.cfg.past_frames
+        if n == 1:  # one hop (the exported graph): the sequence is the window, no slicing
+            return seq.reshape(b, p + 1, seq.shape[-1])
+        return torch.stack([seq[:, k:k + n] for k in range(p + 1)], 2).reshape(b * n, p + 1, seq.shape[-1])
+
     def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, n, w = frames.shape
         p, f = self.cfg.past_frames, self.bins
         spec = frames.reshape(b * n, w) @ self.dft  # [BN, 2F]
-        re, im = spec[:, :f], spec[:, f:]
         slot = 1 + (1 if self.cfg.band_gru else 0)  # where the past spectra sit in the state list
-        prev: list[torch.Tensor] = []  # the spectra 1..p frames back of each frame, oldest first, [BN, 2F] each
         if self.ctx_inp is not None:
-            # frames t-p .. t of each sequence: the state's p past spectra, then this call's n ([B, P+N, 2F]);
-            # the features of each of those P+N frames are computed once and sliced per lag
+            # the window of frames t-p .. t of each frame t, oldest first: the state's p past spectra, then this
+            # call's n. Features are computed once per frame and windowed; one convolution (the input layer's
+            # and the past frames' weights side by side) reads the window, and one complex filter of p + 1 taps
+            # (the past frames' taps, then the current frame's mask) is applied to it below.
             past = state[slot] if state else spec.new_zeros(b, p, 2 * f)
-            seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)
-            seq_feats = self._features(seq)  # [B, P+N, 3, F]
-            prev = [seq[:, k:k + n].reshape(b * n, 2 * f) for k in range(p)]
-            ctx = torch.cat([seq_feats[:, k:k + n].reshape(b * n, 3, f) for k in range(p)], 1)
+            seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)  # [B, P+N, 2F]
+            seq_feats = self._features(seq).reshape(b, p + n, 3 * f)
+            win_spec, win_feats = self._windows(seq, n), self._windows(seq_feats, n)  # [BN, P+1, 2F / 3F]
             conv, act = self.inp[0], self.inp[1]
-            h = act(conv(seq_feats[:, p:].reshape(b * n, 3, f)) + self.ctx_inp(ctx))
+            weight = torch.cat([self.ctx_inp.weight, conv.weight], 1)
+            h = act(F.conv1d(win_feats.reshape(b * n, 3 * (p + 1), f), weight, conv.bias, padding=conv.padding))
         else:
             h = self.inp(self._features(spec))  # [BN, C0, F]
         top = h
@@ -296,20 +303,22 @@ class LowLatGenerator(FrameGenerator):
         h = self.from_rnn(self.drop(z)).reshape(b * n, c, length)
         for layer, skip in zip(self.dec, reversed(skips)):
             h = layer(torch.cat([h, skip], 1))
-        if self.head is not None:
-            h_dec = torch.cat([h, top], 1)
-            h = self.head(h_dec)
-        mr, mi = self._bounded(h, self.cfg.mask_bound)
-        out_re, out_im = re * mr - im * mi, re * mi + im * mr
-        if self.df_head is not None:
-            # taps on the p past frames (each bound like the mask), summed into the current frame's output
-            taps = self.df_head(h_dec).reshape(b * n, p, 2, f)
-            tr, ti = self._bounded(taps, self.cfg.mask_bound)  # [BN, P, F] each
-            for k, x in enumerate(prev):
-                pr, pi = x[:, :f], x[:, f:]
-                out_re = out_re + pr * tr[:, k] - pi * ti[:, k]
-                out_im = out_im + pr * ti[:, k] + pi * tr[:, k]
+        if self.df_head is not None and self.head is not None:
+            # one head for all p + 1 taps; each tap is bound like the mask, and the filtered window is summed
+            weight = torch.cat([self.df_head.weight, self.head.weight], 0)
+            bias = torch.cat([self.df_head.bias, self.head.bias], 0)
+            taps = F.conv1d(torch.cat([h, top], 1), weight, bias, padding=self.head.padding)
+            tr, ti = self._bounded(taps.reshape(b * n, p + 1, 2, f), self.cfg.mask_bound)  # [BN, P+1, F] each
+            xr, xi = win_spec[..., :f], win_spec[..., f:]
+            out_re = (xr * tr - xi * ti).sum(1)
+            out_im = (xr * ti + xi * tr).sum(1)
             new_state.append(seq[:, n:])
+        else:
+            if self.head is not None:
+                h = self.head(torch.cat([h, top], 1))
+            mr, mi = self._bounded(h, self.cfg.mask_bound)
+            re, im = spec[:, :f], spec[:, f:]
+            out_re, out_im = re * mr - im * mi, re * mi + im * mr
         out = torch.cat([out_re, out_im], 1) @ self.idft  # [BN, W]
         return out.reshape(b, n, w), [hn.transpose(0, 1), *new_state]
 
