@@ -37,6 +37,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from export.quantize import cast_weights_fp16, fixed_transform_nodes, quantize_int8
+from export.shapes import fold_reshape_targets
 from export.verify import ExportError, VerifyReport, verify_export
 from realtime.errors import ConfigError
 from realtime.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec, StateSpec, weights_digest
@@ -201,7 +202,7 @@ def trace(generator: FrameGenerator, path: Path, opset: int) -> onnx.ModelProto:
                               opset_version=opset, do_constant_folding=True, dynamo=False)
     model = onnx.load(str(path))
     _constants_to_initializers(model)
-    return model
+    return fold_reshape_targets(model)
 
 
 def _check_options(opset: int, quantize: str | None, fp16: bool) -> str:

@@ -139,6 +139,34 @@ def test_band_memory_exports_its_states_and_matches_torch_over_many_hops(tmp_pat
     assert all(np.abs(s).max() > 1e-3 for s in state[1:])
 
 
+def test_exported_reshapes_have_constant_targets_and_any_batch_runs(lowlat: Any) -> None:
+    gen, _, path, _ = lowlat
+    graph = onnx.load(str(path)).graph
+    constants = {t.name for t in graph.initializer}
+    reshapes = [n for n in graph.node if n.op_type == "Reshape"]
+    assert reshapes and all(n.input[1] in constants for n in reshapes)  # no Shape/Gather/Concat chain per hop
+    model = load_model(path, device="cpu", threads=1)
+    rng = np.random.default_rng(4)
+    frames = (0.1 * rng.standard_normal((5, gen.window))).astype(np.float32)
+    one_by_one = [model.run(frames[k:k + 1], model.initial_state(1))[0] for k in range(5)]
+    together, _ = model.run(frames, model.initial_state(5))  # the batch axis is still dynamic
+    np.testing.assert_allclose(together, np.concatenate(one_by_one), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([[1, 3, 129], [2, 3, 129], [3, 3, 129]], [-1, 3, 129]),  # the batch entry becomes -1
+    ([[4, 8], [4, 8], [4, 8]], [4, 8]),  # fixed entirely
+    ([[1, 1, 8], [2, 2, 8], [3, 3, 8]], None),  # two entries follow the batch: -1 can stand for one only
+    ([[1, -1], [2, -1], [3, -1]], None),  # already has a -1
+    ([[1, 0], [2, 0], [3, 0]], None),  # 0 copies an input dimension
+])
+def test_reshape_target_folding_rule(values: list[list[int]], expected: list[int] | None) -> None:
+    from export.shapes import _folded_target
+
+    got = _folded_target([np.array(v, dtype=np.int64) for v in values])
+    assert (got is None) if expected is None else (got is not None and got.tolist() == expected)
+
+
 def test_engine_offline_output_equals_the_torch_generator_on_the_whole_signal(lowlat: Any) -> None:
     gen, _, path, _ = lowlat
     model = load_model(path)
