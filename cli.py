@@ -42,6 +42,9 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full
 
 
 MODEL_OPT = typer.Option(None, "--model", "-m", help="ONNX model exported by `denoise export` (default: the shipped model).")
+ATTEN_OPT = typer.Option(None, "--atten-lim", metavar="DB",
+                         help="Suppress noise by at most DB decibels (mixes that much of the input back in; "
+                              "e.g. 20 keeps some room tone). Default: full suppression.")
 
 
 @app.command()
@@ -54,12 +57,13 @@ def enhance(
     mono: bool = typer.Option(False, "--mono", help="Downmix to mono before denoising (default: each channel)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     streaming: bool = typer.Option(False, "--streaming", help="Run through the streaming object (same result)."),
+    atten_lim: float | None = ATTEN_OPT,
 ) -> None:
     """Denoise audio files; the output keeps the input's rate, channels and length (latency compensated)."""
     from realtime.batch import enhance_paths
 
     enhance_paths(inputs, output, model=model, device=device.value, threads=threads, mono=mono,
-                  overwrite=overwrite, streaming=streaming)
+                  overwrite=overwrite, streaming=streaming, atten_lim_db=atten_lim)
 
 
 @app.command()
@@ -76,13 +80,14 @@ def live(
     realtime: bool = typer.Option(False, "--realtime", help="Pace a WAV input in real time."),
     duration: float | None = typer.Option(None, help="Stop after this many seconds."),
     status_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object."),
+    atten_lim: float | None = ATTEN_OPT,
 ) -> None:
     """Denoise a microphone (or WAV) into speakers (or a WAV) with low latency."""
     from realtime.live import run_live
 
     run_live(input=input, output=output, model=model, samplerate=samplerate, blocksize=blocksize,
              latency=latency.value, device=device.value, threads=threads, bypass=bypass, realtime=realtime,
-             duration=duration, json_summary=status_json)
+             duration=duration, json_summary=status_json, atten_lim_db=atten_lim)
 
 
 @app.command()
@@ -155,12 +160,13 @@ def eval_(
     streaming: bool = typer.Option(False, "--streaming", help="Enhance through the streaming object."),
     device: Device = typer.Option(Device.cpu, help="ONNX Runtime device."),
     limit: int | None = typer.Option(None, help="Evaluate only the first N pairs."),
+    atten_lim: float | None = ATTEN_OPT,
 ) -> None:
     """PESQ-WB, STOI, SI-SDR and DNSMOS of noisy input vs enhanced output, per SNR and noise kind."""
     from evaluation.evaluate import run_eval
 
     run_eval(data=data, model=model, as_json=as_json, report=report, streaming=streaming, device=device.value,
-             limit=limit)
+             limit=limit, atten_lim_db=atten_lim)
 
 
 @data_app.command("build")

@@ -187,22 +187,23 @@ class ClipEnhancer:
     guarantees equals the offline result.
     """
 
-    def __init__(self, model: Any, streaming: bool, seed: int = 0) -> None:
+    def __init__(self, model: Any, streaming: bool, seed: int = 0, atten_lim_db: float | None = None) -> None:
         self.model = model
         self.streaming = streaming
+        self.atten_lim_db = atten_lim_db
         self._rng = np.random.default_rng(seed)
         self._engine = None
         if streaming:
             from realtime.engine import StreamingEngine
 
-            self._engine = StreamingEngine(model, channels=1)
+            self._engine = StreamingEngine(model, channels=1, atten_lim_db=atten_lim_db)
 
     def __call__(self, noisy: np.ndarray) -> np.ndarray:
         x = np.asarray(noisy, dtype=np.float32)[None, :]
         if self._engine is None:
             from realtime.engine import enhance_offline
 
-            return enhance_offline(self.model, x)[0]
+            return enhance_offline(self.model, x, self.atten_lim_db)[0]
         engine = self._engine
         engine.reset()
         hop = self.model.spec.hop
@@ -346,16 +347,19 @@ def _json_safe(obj: Any) -> Any:
 
 def run_eval(data: Path, model: Path | None = None, as_json: bool = False, report: Path | None = None,
              streaming: bool = False, device: str = "cpu", limit: int | None = None, *,
-             dnsmos: bool = True, workers: int = 2, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
+             dnsmos: bool = True, workers: int = 2, seed: int = 0, quiet: bool = False,
+             atten_lim_db: float | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (None = the shipped default) on the pairs under ``data``; print and return the result.
 
     ``dnsmos`` False skips DNSMOS even when installed; ``workers`` is the scoring pool size (<= 1: in process);
     ``seed`` seeds the streaming block sizes; ``quiet`` prints nothing (the dict is still returned).
-    Returned keys: ``data, model, preset, sample_rate, latency_ms, mode, pairs, seconds, enhance_rtf, metrics,
-    residual_lag, overall, by_snr?, by_noise_kind?, by_noise_category?, notes, per_file``.
+    Returned keys: ``data, model, preset, sample_rate, latency_ms, mode, atten_lim_db, pairs, seconds, enhance_rtf, metrics,
+    atten_lim_db, residual_lag, overall, by_snr?, by_noise_kind?, by_noise_category?, notes, per_file``.
     """
+    from realtime.dsp import dry_share
     from realtime.model import load_model
 
+    dry_share(atten_lim_db)  # a bad limit is refused before any work
     pair_set = find_pairs(Path(data), limit)
     frame_model = load_model(model, device=device, threads=1)
     spec = frame_model.spec
@@ -377,7 +381,7 @@ def run_eval(data: Path, model: Path | None = None, as_json: bool = False, repor
     if rates != [sr]:
         notes.append(f"Pairs at {rates} Hz were resampled to the model's {sr} Hz (soxr HQ) before enhancing and "
                      "scoring.")
-    enhancer = ClipEnhancer(frame_model, streaming, seed)
+    enhancer = ClipEnhancer(frame_model, streaming, seed, atten_lim_db)
     examples = set(_choose_examples(pair_set.pairs)) if report is not None else set()
     kept: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     lags: list[dict[str, Any]] = []
@@ -436,6 +440,7 @@ def run_eval(data: Path, model: Path | None = None, as_json: bool = False, repor
         "sample_rate": sr,
         "latency_ms": spec.latency_ms,
         "mode": "streaming" if streaming else "offline",
+        "atten_lim_db": atten_lim_db,
         "pairs": len(rows),
         "seconds": round(audio_seconds, 3),
         "enhance_rtf": compute / audio_seconds if audio_seconds else None,
@@ -479,7 +484,8 @@ def _header(result: Mapping[str, Any]) -> str:
     speed = f", RTF {rtf:.3f} on one thread" if rtf is not None else ""
     return (f"{result['pairs']} pairs ({result['seconds']:.0f} s) from {result['data']}; model {result['model']} "
             f"(preset {result['preset']}, {result['latency_ms']:.1f} ms algorithmic latency), {result['mode']} "
-            f"enhancement{speed}")
+            f"enhancement{speed}"
+            + (f", attenuation limited to {result['atten_lim_db']:g} dB" if result.get("atten_lim_db") else ""))
 
 
 def print_tables(result: Mapping[str, Any]) -> None:

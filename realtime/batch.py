@@ -16,6 +16,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from realtime.dsp import dry_share
 from realtime.engine import StreamingEngine, enhance_offline
 from realtime.errors import AudioFormatError, DataError, DenoiseError
 from realtime.fileio import AUDIO_EXTENSIONS, read_audio_info, write_audio
@@ -112,7 +113,8 @@ def check_jobs(jobs: list[Job], overwrite: bool) -> None:
                            "pass --overwrite to replace them, or choose another -o.")
 
 
-def enhance_audio(model: FrameModel, audio: np.ndarray, rate: int, streaming: bool = False) -> np.ndarray:
+def enhance_audio(model: FrameModel, audio: np.ndarray, rate: int, streaming: bool = False,
+                  atten_lim_db: float | None = None) -> np.ndarray:
     """Denoise float32 ``[C, T]`` at any ``rate``: returns float32 ``[C, T]`` at that rate, aligned with the input.
 
     Offline: soxr to the model rate, :func:`enhance_offline`, soxr back. Streaming: the same blocks a live stream
@@ -122,9 +124,9 @@ def enhance_audio(model: FrameModel, audio: np.ndarray, rate: int, streaming: bo
     channels, length = audio.shape
     inner = model.spec.sample_rate
     if not streaming:
-        y = resample(enhance_offline(model, resample(audio, rate, inner)), inner, rate)
+        y = resample(enhance_offline(model, resample(audio, rate, inner), atten_lim_db), inner, rate)
     else:
-        engine: StreamingEngine | ResamplingEngine = StreamingEngine(model, channels)
+        engine: StreamingEngine | ResamplingEngine = StreamingEngine(model, channels, atten_lim_db)
         if rate != inner:
             engine = ResamplingEngine(engine, rate)
         block = max(1, round(_STREAM_BLOCK_HOPS * model.spec.hop * rate / inner))
@@ -137,12 +139,12 @@ def enhance_audio(model: FrameModel, audio: np.ndarray, rate: int, streaming: bo
 
 
 def enhance_file(model: FrameModel, source: Path, target: Path, mono: bool = False,
-                 streaming: bool = False) -> FileResult:
+                 streaming: bool = False, atten_lim_db: float | None = None) -> FileResult:
     """Read ``source``, denoise it, clip to full scale, and write ``target`` atomically at the input's rate."""
     audio, info = read_audio_info(source)
     if mono and audio.shape[0] > 1:
         audio = audio.mean(axis=0, keepdims=True)
-    y = enhance_audio(model, audio, info.rate, streaming)
+    y = enhance_audio(model, audio, info.rate, streaming, atten_lim_db)
     clipped = int(np.count_nonzero(np.abs(y) > 1.0))
     if clipped:
         np.clip(y, -1.0, 1.0, out=y)
@@ -151,9 +153,11 @@ def enhance_file(model: FrameModel, source: Path, target: Path, mono: bool = Fal
 
 
 def enhance_paths(inputs: list[Path], output: Path, model: Path | None = None, device: str = "cpu",
-                  threads: int = 0, mono: bool = False, overwrite: bool = False, streaming: bool = False) -> None:
+                  threads: int = 0, mono: bool = False, overwrite: bool = False, streaming: bool = False,
+                  atten_lim_db: float | None = None) -> None:
     """The ``denoise enhance`` command. Files that cannot be read are reported at the end (the others are still
     written); any failure makes the command exit non-zero."""
+    dry_share(atten_lim_db)  # a bad limit is refused before any work
     inputs = [Path(p) for p in inputs]
     jobs = plan_jobs(inputs, Path(output))
     check_jobs(jobs, overwrite)
@@ -171,7 +175,8 @@ def enhance_paths(inputs: list[Path], output: Path, model: Path | None = None, d
         for job in jobs:
             progress.update(task, description=str(job.source))
             try:
-                result = enhance_file(frame_model, job.source, job.target, mono=mono, streaming=streaming)
+                result = enhance_file(frame_model, job.source, job.target, mono=mono, streaming=streaming,
+                                      atten_lim_db=atten_lim_db)
             except DenoiseError as exc:
                 if len(jobs) == 1:
                     raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
-from realtime.errors import ModelError
+from realtime.errors import ConfigError, ModelError
 
 
 def preemphasis(x: np.ndarray, coef: float, prev: float | np.ndarray = 0.0) -> np.ndarray:
@@ -32,6 +32,19 @@ def deemphasis(x: np.ndarray, coef: float, prev: float | np.ndarray = 0.0) -> np
     zi = coef * np.asarray(prev, dtype=np.float64)[..., None] * np.ones(x.shape[:-1] + (1,))
     y, _ = lfilter([1.0], [1.0, -coef], x.astype(np.float64), axis=-1, zi=zi)
     return y.astype(np.float32)
+
+
+def dry_share(atten_lim_db: float | None) -> float:
+    """Share ``g`` of the input mixed into the output, ``y = (1 - g) * enhanced + g * input``, so that a noise the
+    model removes entirely is still attenuated by only ``atten_lim_db`` decibels (None: full suppression, g = 0).
+    A limit keeps some room tone and softens artefacts on speech the model is unsure about."""
+    if atten_lim_db is None:
+        return 0.0
+    lim = float(atten_lim_db)
+    if not np.isfinite(lim) or lim <= 0.0:
+        raise ConfigError(f"attenuation limit {atten_lim_db} dB is not a positive number of decibels.",
+                          "pass e.g. --atten-lim 20 (noise at most 20 dB quieter), or omit it for full suppression.")
+    return float(10.0 ** (-lim / 20.0))
 
 
 class PreEmphasis:

@@ -1,7 +1,8 @@
 """The streaming denoiser and its offline twin.
 
 Stages, in this order, for both: pre-emphasis on the stream -> framer (analysis window) -> ONNX frame model
-(state carried from hop to hop) -> synthesis window + overlap-add -> de-emphasis on the summed stream.
+(state carried from hop to hop) -> synthesis window + overlap-add -> de-emphasis on the summed stream, then, with an
+attenuation limit, the input delayed by the latency mixed back in (``realtime.dsp.dry_share``).
 
 :class:`StreamingEngine` takes blocks of any length and returns every sample that is final; its output stream
 ``y`` satisfies ``y[m] = enhanced(x)[m - latency_samples]``. :func:`enhance_offline` computes the same samples in
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.dsp import DeEmphasis, PreEmphasis, deemphasis, preemphasis
+from realtime.dsp import DeEmphasis, PreEmphasis, deemphasis, dry_share, preemphasis
 from realtime.errors import AudioFormatError
 from realtime.framing import Framer, OverlapAdd, frames_view, overlap_add_into
 from realtime.model import FrameModel
@@ -45,10 +46,12 @@ class StreamingEngine:
 
     ``process(block)`` takes float32 ``[C, n]`` (or ``[n]`` when C == 1), any ``n >= 0``, and returns the samples
     that became final: a multiple of ``hop`` samples per channel. ``flush()`` returns the rest, so the total output
-    is the total input plus ``latency_samples``, and resets the engine for a new stream.
+    is the total input plus ``latency_samples``, and resets the engine for a new stream. ``atten_lim_db`` caps the
+    suppression (see :func:`realtime.dsp.dry_share`); None removes all the noise the model can.
     """
 
-    def __init__(self, model: FrameModel, channels: int = 1) -> None:
+    def __init__(self, model: FrameModel, channels: int = 1, atten_lim_db: float | None = None) -> None:
+        self.dry = dry_share(atten_lim_db)
         model.check_batch(channels)
         spec = model.spec
         self.model = model
@@ -63,6 +66,8 @@ class StreamingEngine:
         self._framer = Framer(channels, spec.window, spec.hop, model.analysis)
         self._ola = OverlapAdd(channels, spec.window, spec.hop, model.synthesis)
         self.stepper = model.stepper(channels)
+        # the input not yet mixed into the output (latency_samples behind it); kept only with a limit
+        self._line = np.zeros((channels, self.latency_samples if self.dry else 0), dtype=np.float32)
         self._consumed = 0
         self._produced = 0
         self._squeeze = False
@@ -90,6 +95,11 @@ class StreamingEngine:
         self._consumed += n
         self._produced += out.shape[1]
         y = self._de(out)
+        if self.dry:
+            line = np.concatenate([self._line, x], axis=1)
+            m = y.shape[1]
+            y = (1.0 - self.dry) * y + self.dry * line[:, :m]
+            self._line = line[:, m:]
         return y[0] if self._squeeze else y
 
     def flush(self) -> np.ndarray:
@@ -109,16 +119,18 @@ class StreamingEngine:
         self._framer.reset()
         self._ola.reset()
         self.stepper.reset()
+        self._line[...] = 0.0
         self._consumed = 0
         self._produced = 0
 
 
-def enhance_offline(model: FrameModel, audio: np.ndarray) -> np.ndarray:
+def enhance_offline(model: FrameModel, audio: np.ndarray, atten_lim_db: float | None = None) -> np.ndarray:
     """Denoise a whole signal: float32 ``[C, T]`` (or ``[T]``) -> the same shape, latency-compensated.
 
     Runs exactly the streaming stages on the streaming timeline (``window - hop`` zeros in front, zeros after to
     finish the last frames), then drops the first ``latency_samples`` samples.
     """
+    dry = dry_share(atten_lim_db)
     x, squeeze = channels_first(audio, None, "audio")
     channels, length = x.shape
     spec = model.spec
@@ -148,4 +160,6 @@ def enhance_offline(model: FrameModel, audio: np.ndarray) -> np.ndarray:
             enhanced = enhanced.reshape(channels, n, win) * model.synthesis
             overlap_add_into(summed, enhanced, first, hop)
     y = deemphasis(summed[:, :needed], spec.preemphasis)[:, latency:]
+    if dry:
+        y = (1.0 - dry) * y + dry * x
     return y[0] if squeeze else y

@@ -52,6 +52,7 @@ from realtime.audio_io import (
     portaudio,
     resolve_device,
 )
+from realtime.dsp import dry_share
 from realtime.engine import StreamingEngine
 from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError
 from realtime.fileio import AUDIO_EXTENSIONS, read_audio_info
@@ -499,9 +500,10 @@ def _choose_rate(samplerate: int | None, file_rate: int | None, devices: list[tu
 
 def run_live(input: str, output: str, model: Path | None, samplerate: int | None, blocksize: int | None,
              latency: str, device: str, threads: int, bypass: bool, realtime: bool, duration: float | None,
-             json_summary: bool) -> dict[str, Any]:
+             json_summary: bool, atten_lim_db: float | None = None) -> dict[str, Any]:
     """The ``denoise live`` command. Returns the summary it prints (one JSON object with ``json_summary``)."""
     _validate(samplerate, blocksize, latency, duration)
+    dry_share(atten_lim_db)
     src, dst = parse_endpoint(input, "input"), parse_endpoint(output, "output")
     audio = file_info = None
     if src.path is not None:
@@ -531,7 +533,7 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
     # adds a burst of buffering that PortAudio does not report. So on JACK the default block is the period.
     host_sized = any(d.hostapi == JACK_HOSTAPI for d, _ in devices)
     block = blocksize or (None if host_sized else hop)
-    engine: Engine = StreamingEngine(frame_model, channels)
+    engine: Engine = StreamingEngine(frame_model, channels, atten_lim_db)
     if rate != spec.sample_rate:
         engine = ResamplingEngine(engine, rate)  # type: ignore[arg-type]
     # Warm ONNX Runtime up (first runs allocate) before any stream depends on it.

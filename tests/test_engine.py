@@ -124,6 +124,37 @@ def test_identity_reconstructs_input_delayed_by_latency() -> None:
     np.testing.assert_allclose(enhance_offline(fm, x), x, atol=1e-5)
 
 
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(["gain_bias", "ema", "gain_no_overlap"]), lim=st.sampled_from([3.0, 12.0, 40.0]),
+       length=st.integers(1, 1200), sizes=st.lists(st.integers(1, 500), min_size=1, max_size=6),
+       seed=st.integers(0, 2**16))
+def test_attenuation_limit_mixes_the_aligned_input_back_in_streaming_and_offline(
+        name: str, lim: float, length: int, sizes: list[int], seed: int) -> None:
+    fm = _model(name)
+    x = _noise(2, length, seed)
+    g = 10.0 ** (-lim / 20.0)
+    expected = (1.0 - g) * enhance_offline(fm, x) + g * x  # the dry input, sample-aligned with the output
+    np.testing.assert_allclose(enhance_offline(fm, x, atten_lim_db=lim), expected, atol=1e-5)
+    engine = StreamingEngine(fm, 2, atten_lim_db=lim)
+    for _ in range(2):  # flush resets: a second stream through the same engine gives the same samples
+        y = _stream(engine, x, sizes)
+        lat = engine.latency_samples
+        assert y.shape == (2, length + lat)
+        assert np.max(np.abs(y[:, lat:] - expected)) <= 1e-5
+
+
+def test_attenuation_limit_is_the_stated_mix_and_bad_limits_are_refused() -> None:
+    fm = _model("gain_no_overlap")  # 20 dB: 10 % of the input, 90 % of the model output
+    x = _noise(1, 4000, seed=9)[0]
+    plain, limited = enhance_offline(fm, x), enhance_offline(fm, x, atten_lim_db=20.0)
+    np.testing.assert_allclose(limited - 0.9 * plain, 0.1 * x, atol=1e-5)
+    for bad in (0.0, -6.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="attenuation limit"):
+            StreamingEngine(fm, 1, atten_lim_db=bad)
+        with pytest.raises(ConfigError, match="--atten-lim"):
+            enhance_offline(fm, x, atten_lim_db=bad)
+
+
 def test_lookahead_is_part_of_the_latency(tmp_path: Path) -> None:
     fm = load_model(lookahead_model(tmp_path / "la.onnx", lookahead=20))
     assert fm.spec.latency_samples == 20  # window == hop: the model's lookahead is all the latency

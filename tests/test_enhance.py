@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cli import app
 from realtime import fileio
 from realtime.batch import enhance_audio, enhance_paths
-from realtime.errors import AudioFormatError, DataError, DenoiseError
+from realtime.errors import AudioFormatError, ConfigError, DataError, DenoiseError
 from realtime.fileio import read_audio, write_audio
 from realtime.model import load_model
 
@@ -71,6 +71,25 @@ def test_model_is_applied_and_streaming_gives_the_same_result(tmp_path: Path, mo
     off, _ = read_audio(tmp_path / "off.wav")
     np.testing.assert_allclose(off, 0.5 * x, atol=1e-5)  # emphasis, windows and overlap-add are all linear
     np.testing.assert_allclose(read_audio(tmp_path / "str.wav")[0], off, atol=1e-5)
+
+
+def test_atten_lim_keeps_that_share_of_the_input_in_files_and_on_the_command_line(
+        tmp_path: Path, models: dict[str, Path]) -> None:
+    x = _tones(2, 1.0, 16000)
+    src = _write(tmp_path / "in.wav", x, 16000, "FLOAT")
+    enhance_paths([src], tmp_path / "off.wav", model=models["half"], atten_lim_db=20.0)
+    enhance_paths([src], tmp_path / "str.wav", model=models["half"], streaming=True, atten_lim_db=20.0)
+    off, _ = read_audio(tmp_path / "off.wav")
+    np.testing.assert_allclose(off, (0.9 * 0.5 + 0.1) * x, atol=1e-5)  # 20 dB: 10 % of the input stays
+    np.testing.assert_allclose(read_audio(tmp_path / "str.wav")[0], off, atol=1e-5)
+    res = CliRunner().invoke(app, ["enhance", str(src), "-o", str(tmp_path / "cli.wav"), "--model",
+                                   str(models["half"]), "--atten-lim", "20"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(read_audio(tmp_path / "cli.wav")[0], off, atol=1e-5)
+    res = CliRunner().invoke(app, ["enhance", str(src), "-o", str(tmp_path / "bad.wav"), "--model",
+                                   str(models["half"]), "--atten-lim", "0"])
+    assert isinstance(res.exception, ConfigError) and "--atten-lim" in str(res.exception)
+    assert not (tmp_path / "bad.wav").exists()
 
 
 def test_streaming_and_offline_agree_at_other_rates(models: dict[str, Path]) -> None:

@@ -22,7 +22,7 @@ from onnx_models import ema_model, gain_model
 from realtime.audio_io import CycleClock, DeviceInfo, JitterBuffer, SampleFifo, jitter_target, resolve_device
 from realtime.batch import enhance_audio
 from realtime.engine import StreamingEngine
-from realtime.errors import AudioFormatError, DenoiseError, DeviceError
+from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError
 from realtime.live import ABPipeline, parse_endpoint, run_live
 from realtime.model import load_model
 
@@ -354,6 +354,11 @@ def test_file_modes_bypass_duration_and_realtime_pacing(tmp_path: Path) -> None:
     _live_file(tmp_path, model, bypass=True)
     y, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
     np.testing.assert_array_equal(y.T, x)  # bypass, latency-compensated: the input itself
+    _live_file(tmp_path, model, atten_lim_db=6.0)
+    y, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    g = 10.0 ** (-6.0 / 20.0)
+    np.testing.assert_allclose(y.T, enhance_audio(load_model(model), x, 16000, atten_lim_db=6.0), atol=1e-6)
+    np.testing.assert_allclose(y.T, ((1.0 - g) * 0.5 + g) * x, atol=1e-5)  # the input mixed back, aligned
     summary = _live_file(tmp_path, model, duration=0.2)
     assert summary["frames_in"] == summary["frames_out"] == 3200
     start = time.perf_counter()
@@ -371,4 +376,6 @@ def test_file_mode_errors(tmp_path: Path) -> None:
         _live_file(tmp_path, model, samplerate=48000)
     with pytest.raises(AudioFormatError, match="does not exist"):
         _live_file(tmp_path, model, input=str(tmp_path / "missing.wav"))
+    with pytest.raises(ConfigError, match="--atten-lim 20"):
+        _live_file(tmp_path, model, atten_lim_db=-3.0)
     assert not (tmp_path / "out.wav").exists()
