@@ -66,11 +66,15 @@ class StreamingEngine:
         self._framer = Framer(channels, spec.window, spec.hop, model.analysis)
         self._ola = OverlapAdd(channels, spec.window, spec.hop, model.synthesis)
         self.stepper = model.stepper(channels)
-        # the input not yet mixed into the output (latency_samples behind it); kept only with a limit
-        self._line = np.zeros((channels, self.latency_samples if self.dry else 0), dtype=np.float32)
+        self._line = self._empty_line()
         self._consumed = 0
         self._produced = 0
         self._squeeze = False
+
+    def _empty_line(self) -> np.ndarray:
+        """The dry line at the start of a stream: the input not yet mixed into the output, which trails it by
+        ``latency_samples`` (zeros until the input arrives). Kept only with an attenuation limit."""
+        return np.zeros((self.channels, self.latency_samples if self.dry else 0), dtype=np.float32)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Feed float32 ``[C, n]`` (or ``[n]``); returns float32 ``[C, k*hop]`` (or ``[k*hop]``) final samples."""
@@ -119,7 +123,7 @@ class StreamingEngine:
         self._framer.reset()
         self._ola.reset()
         self.stepper.reset()
-        self._line[...] = 0.0
+        self._line = self._empty_line()
         self._consumed = 0
         self._produced = 0
 
