@@ -256,14 +256,19 @@ class LowLatGenerator(FrameGenerator):
         gain = bound * torch.tanh(m_abs) / m_abs
         return mr * gain, mi * gain
 
-    def _windows(self, seq: torch.Tensor, n: int) -> torch.Tensor:
+    def _windows(self, seq: torch.Tensor, n: int, one_hop: bool) -> torch.Tensor:
         """[B, P+N, D] -> [B*N, P+1, D]: for each of the last n frames, it and the P frames before it, oldest first."""
         b, p = seq.shape[0], self.cfg.past_frames
-        if n == 1:  # one hop (the exported graph): the sequence is the window, no slicing
+        if one_hop:  # n == 1 (the exported graph): the sequence is the window, no slicing
             return seq.reshape(b, p + 1, seq.shape[-1])
         return torch.stack([seq[:, k:k + n] for k in range(p + 1)], 2).reshape(b * n, p + 1, seq.shape[-1])
 
-    def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None
+    def step(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # one frame is known here without reading a (traced) shape, so the exported graph takes the one-hop path
+        out, new_state = self.forward_frames(frame.unsqueeze(1), list(state), one_hop=True)
+        return (out.squeeze(1), *new_state)
+
+    def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None, one_hop: bool = False
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, n, w = frames.shape
         p, f = self.cfg.past_frames, self.bins
@@ -277,7 +282,8 @@ class LowLatGenerator(FrameGenerator):
             past = state[slot] if state else spec.new_zeros(b, p, 2 * f)
             seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)  # [B, P+N, 2F]
             seq_feats = self._features(seq).reshape(b, p + n, 3 * f)
-            win_spec, win_feats = self._windows(seq, n), self._windows(seq_feats, n)  # [BN, P+1, 2F / 3F]
+            win_spec = self._windows(seq, n, one_hop)  # [BN, P+1, 2F]
+            win_feats = self._windows(seq_feats, n, one_hop)  # [BN, P+1, 3F]
             conv, act = self.inp[0], self.inp[1]
             weight = torch.cat([self.ctx_inp.weight, conv.weight], 1)
             h = act(F.conv1d(win_feats.reshape(b * n, 3 * (p + 1), f), weight, conv.bias, padding=conv.padding))
