@@ -353,8 +353,8 @@ def run_eval(data: Path, model: Path | None = None, as_json: bool = False, repor
 
     ``dnsmos`` False skips DNSMOS even when installed; ``workers`` is the scoring pool size (<= 1: in process);
     ``seed`` seeds the streaming block sizes; ``quiet`` prints nothing (the dict is still returned).
-    Returned keys: ``data, model, preset, sample_rate, latency_ms, mode, atten_lim_db, pairs, seconds, enhance_rtf, metrics,
-    atten_lim_db, residual_lag, overall, by_snr?, by_noise_kind?, by_noise_category?, notes, per_file``.
+    Returned keys: ``data, model, preset, sample_rate, latency_ms, mode, atten_lim_db, pairs, seconds, enhance_rtf,
+    metrics, residual_lag, overall, by_snr?, by_noise_kind?, by_noise_category?, notes, per_file``.
     """
     from realtime.dsp import dry_share
     from realtime.model import load_model

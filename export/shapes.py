@@ -22,20 +22,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.verify import ExportError
+from export.verify import ExportError, session
 
 # Batch sizes the targets are evaluated at: an entry equal at all three is fixed; one that differs is the batch's.
 PROBE_BATCHES = (1, 2, 3)
 
 
 def _session(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session(model.SerializeToString(), optimize=False)
 
 
 def _feeds(model: onnx.ModelProto, batch: int, seed: int) -> dict[str, np.ndarray]:

@@ -137,11 +137,15 @@ def torch_references(generator: FrameGenerator, frames: torch.Tensor
     return torch.stack(steps, 1).numpy(), full.numpy(), [s.numpy() for s in state]
 
 
-def session(path: Path, threads: int = 1) -> ort.InferenceSession:
+def session(model: Path | bytes, threads: int = 1, optimize: bool = True) -> ort.InferenceSession:
+    """A CPU session on a model file or serialized bytes; ``optimize`` False runs the graph exactly as written."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def run_hops(sess: ort.InferenceSession, spec: ModelSpec, frames: np.ndarray

@@ -47,6 +47,24 @@ def dry_share(atten_lim_db: float | None) -> float:
     return float(10.0 ** (-lim / 20.0))
 
 
+class DelayLine:
+    """The input of a stream, delayed by ``delay`` samples per channel: feed blocks of any length and take as many
+    samples as the delayed output needs (the engine's and the live bypass's dry paths). Blocks: ``[C, n]`` float32."""
+
+    def __init__(self, channels: int, delay: int) -> None:
+        self.channels, self.delay = channels, delay
+        self.reset()
+
+    def reset(self) -> None:
+        self._line = np.zeros((self.channels, self.delay), dtype=np.float32)
+
+    def __call__(self, block: np.ndarray, count: int) -> np.ndarray:
+        """Append ``block``; return the next ``count`` delayed samples ``[C, count]``."""
+        line = np.concatenate([self._line, block], axis=1)
+        out, self._line = line[:, :count], line[:, count:]
+        return out
+
+
 class PreEmphasis:
     """Streaming pre-emphasis with one input sample of memory per channel. Blocks: ``[C, n]`` float32."""
 

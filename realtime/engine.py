@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.dsp import DeEmphasis, PreEmphasis, deemphasis, dry_share, preemphasis
+from realtime.dsp import DeEmphasis, DelayLine, PreEmphasis, deemphasis, dry_share, preemphasis
 from realtime.errors import AudioFormatError
 from realtime.framing import Framer, OverlapAdd, frames_view, overlap_add_into
 from realtime.model import FrameModel
@@ -66,15 +66,11 @@ class StreamingEngine:
         self._framer = Framer(channels, spec.window, spec.hop, model.analysis)
         self._ola = OverlapAdd(channels, spec.window, spec.hop, model.synthesis)
         self.stepper = model.stepper(channels)
-        self._line = self._empty_line()
+        # the input, delayed by the latency, mixed back in under an attenuation limit
+        self._dry_line = DelayLine(channels, self.latency_samples) if self.dry else None
         self._consumed = 0
         self._produced = 0
         self._squeeze = False
-
-    def _empty_line(self) -> np.ndarray:
-        """The dry line at the start of a stream: the input not yet mixed into the output, which trails it by
-        ``latency_samples`` (zeros until the input arrives). Kept only with an attenuation limit."""
-        return np.zeros((self.channels, self.latency_samples if self.dry else 0), dtype=np.float32)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Feed float32 ``[C, n]`` (or ``[n]``); returns float32 ``[C, k*hop]`` (or ``[k*hop]``) final samples."""
@@ -99,11 +95,8 @@ class StreamingEngine:
         self._consumed += n
         self._produced += out.shape[1]
         y = self._de(out)
-        if self.dry:
-            line = np.concatenate([self._line, x], axis=1)
-            m = y.shape[1]
-            y = (1.0 - self.dry) * y + self.dry * line[:, :m]
-            self._line = line[:, m:]
+        if self._dry_line is not None:
+            y = (1.0 - self.dry) * y + self.dry * self._dry_line(x, y.shape[1])
         return y[0] if self._squeeze else y
 
     def flush(self) -> np.ndarray:
@@ -123,7 +116,8 @@ class StreamingEngine:
         self._framer.reset()
         self._ola.reset()
         self.stepper.reset()
-        self._line = self._empty_line()
+        if self._dry_line is not None:
+            self._dry_line.reset()
         self._consumed = 0
         self._produced = 0
 

@@ -52,7 +52,7 @@ from realtime.audio_io import (
     portaudio,
     resolve_device,
 )
-from realtime.dsp import dry_share
+from realtime.dsp import DelayLine, dry_share
 from realtime.engine import StreamingEngine
 from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError
 from realtime.fileio import AUDIO_EXTENSIONS, read_audio_info
@@ -112,7 +112,7 @@ class ABPipeline:
         self.rate = rate
         self.hop = hop  # model hop in stream samples (for per-hop times)
         self.bypass = bypass
-        self._dry = np.zeros((channels, self.latency), dtype=np.float32)
+        self._dry = DelayLine(channels, self.latency)
         self._wet = 0.0 if bypass else 1.0
         self._step = 1.0 / max(1, round(FADE_SECONDS * rate))
         self.hop_us = array("d")  # one float per call: compact for hours of audio
@@ -124,9 +124,8 @@ class ABPipeline:
 
     def _mix(self, wet: np.ndarray, dry_in: np.ndarray) -> np.ndarray:
         """Delay ``dry_in`` into the dry line, take as many dry samples as ``wet`` has, and crossfade."""
-        line = np.concatenate([self._dry, dry_in], axis=1)
         n = wet.shape[1]
-        dry, self._dry = line[:, :n], line[:, n:]
+        dry = self._dry(dry_in, n)
         goal = 0.0 if self.bypass else 1.0
         if n == 0:
             return wet
@@ -153,9 +152,8 @@ class ABPipeline:
     def flush(self) -> np.ndarray:
         """The remaining ``latency`` samples of both paths (the engine is reset for a new stream)."""
         wet = self.engine.flush()
-        channels = self._dry.shape[0]
-        tail = self._mix(wet, np.zeros((channels, 0), dtype=np.float32))
-        self._dry = np.zeros((channels, self.latency), dtype=np.float32)
+        tail = self._mix(wet, np.zeros((self._dry.channels, 0), dtype=np.float32))
+        self._dry.reset()
         return tail
 
     def times_us(self, last: int | None = None) -> np.ndarray:
