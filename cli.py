@@ -139,8 +139,9 @@ def train(
     checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps."),
     device: Device = typer.Option(Device.auto, help="Training device."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
-    init: Path | None = typer.Option(None, "--init", help="Start a new run from this checkpoint's weights "
-                                        "(fine-tuning; matching tensors are copied, new layers start fresh)."),
+    init: Path | None = typer.Option(None, "--init", help="Start a new run from this checkpoint's weights, or "
+                                        "from an exported fp32 .onnx model's generator (e.g. the shipped default; "
+                                        "fine-tuning: matching tensors are copied, new layers start fresh)."),
 ) -> None:
     """Train the GAN (generator + conditional discriminator). Also runs under torchrun for DDP."""
     from training.trainer import train_cli

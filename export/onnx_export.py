@@ -179,8 +179,11 @@ def _constants_to_initializers(model: onnx.ModelProto) -> None:
     model.graph.node.extend(kept)
 
 
-def trace(generator: FrameGenerator, path: Path, opset: int) -> onnx.ModelProto:
-    """Trace one hop of ``generator`` into ONNX at ``path`` and return the loaded, normalised model."""
+def trace(generator: FrameGenerator, path: Path, opset: int, fold: bool = True) -> onnx.ModelProto:
+    """Trace one hop of ``generator`` into ONNX at ``path`` and return the loaded, normalised model.
+
+    ``fold`` False skips folding the reshape targets (which runs the graph): the weights' initializers are the
+    same either way, and ``export.recover`` traces generators whose weights are indices, not numbers to run."""
     specs = generator.state_spec()
     # A private RNG: tracing must not move the caller's global random state (e.g. mid-training).
     frame = 0.1 * torch.randn(TRACE_BATCH, generator.window, generator=torch.Generator().manual_seed(0))
@@ -202,7 +205,7 @@ def trace(generator: FrameGenerator, path: Path, opset: int) -> onnx.ModelProto:
                               opset_version=opset, do_constant_folding=True, dynamo=False)
     model = onnx.load(str(path))
     _constants_to_initializers(model)
-    return fold_reshape_targets(model)
+    return fold_reshape_targets(model) if fold else model
 
 
 def _check_options(opset: int, quantize: str | None, fp16: bool) -> str:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from realtime.dsp import deemphasis as np_deemphasis
 from realtime.dsp import preemphasis as np_preemphasis
-from realtime.errors import CheckpointError, DenoiseError, DeviceError
+from realtime.errors import CheckpointError, DenoiseError, DeviceError, ModelError
 from training import checkpoint as ckpt_io
 from training.config import TrainConfig, apply_overrides, load_config, mix_config, preset_defaults
 from training.distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
@@ -291,18 +291,31 @@ class Trainer:
             seed_everything(self.cfg.run.seed + self.info.rank + 7919 * self.step)
 
     def initialise_from(self, path: Path) -> str:
-        """Copy matching weights of another run's checkpoint into this (new) run; returns a one-line report."""
-        file = ckpt_io.resolve(path)
-        try:
-            ckpt = ckpt_io.load_checkpoint(file)
-        except CheckpointError as exc:
-            raise TrainingError(f"run.init: {exc}") from None
-        if ckpt["preset"] != self.cfg.preset:
-            raise TrainingError(f"run.init: {file} holds a {ckpt['preset']!r} generator, this run trains "
+        """Copy matching weights of another run's checkpoint, or of an exported fp32 ONNX model (its generator
+        only: the discriminator starts afresh), into this (new) run; returns a one-line report."""
+        if Path(path).suffix.lower() == ".onnx":
+            from export.recover import generator_from_onnx  # export imports training: only here, on demand
+
+            try:
+                generator, meta = generator_from_onnx(Path(path))
+            except ModelError as exc:
+                raise TrainingError(f"run.init: {exc}") from None
+            file, step = Path(meta["path"]), meta["step"]
+            sources = {"generator": generator.state_dict(), "discriminator": {}}
+        else:
+            file = ckpt_io.resolve(path)
+            try:
+                ckpt = ckpt_io.load_checkpoint(file)
+            except CheckpointError as exc:
+                raise TrainingError(f"run.init: {exc}") from None
+            meta, step = ckpt, ckpt["step"]
+            sources = {"generator": ckpt["generator"], "discriminator": ckpt["discriminator"]}
+        if meta["preset"] != self.cfg.preset:
+            raise TrainingError(f"run.init: {file} holds a {meta['preset']!r} generator, this run trains "
                                 f"{self.cfg.preset!r}.", f"initialise from a {self.cfg.preset} checkpoint or drop --init.")
         parts = []
-        for name, module, weights in (("generator", self.g_core, ckpt["generator"]),
-                                      ("discriminator", self.d_core, ckpt["discriminator"])):
+        for name, module in (("generator", self.g_core), ("discriminator", self.d_core)):
+            weights = sources[name]
             own = module.state_dict()
             matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
             if name == "generator" and not matched:
@@ -311,7 +324,7 @@ class Trainer:
             module.load_state_dict({**own, **{k: v.to(own[k].device) for k, v in matched.items()}})
             parts.append(f"{name} {len(matched)}/{len(own)} tensors")
         self.sync_ema()
-        return f"initialised from {file} (step {ckpt['step']}): " + ", ".join(parts)
+        return f"initialised from {file} (step {step}): " + ", ".join(parts)
 
     def data_position(self) -> int:
         """Examples of the stream consumed by this rank so far."""
