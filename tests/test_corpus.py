@@ -253,3 +253,25 @@ def test_output_names_never_collide() -> None:
 ])
 def test_voice_like_noise_is_excluded(path: str, voice: bool) -> None:
     assert bool(C._VOICE_WORDS.search(path)) is voice
+
+
+def test_known_splits_decide_a_fresh_build(tmp_path: Path) -> None:
+    sources, roots = _fake_packages(tmp_path / "pkgs")
+    known = tmp_path / "known.json"
+    # one voice and one noise recording pinned to splits the seeded draw would not all give them
+    pinned = {"v0": "test", "v1": "test", "v2": "valid", "v3": "valid", "n4": "test", "n5": "valid"}
+    known.write_text(json.dumps({"seed": 1, "groups": pinned}))
+    out = tmp_path / "corpus"
+    C.build_corpus(out, seed=1, cache=tmp_path / "cache", jobs=1, sources=sources,
+                   fetch=lambda pkg, cache: roots[pkg], pairs=(4, 4), known_splits=known)
+    groups = json.loads((out / "splits.json").read_text())["groups"]
+    assert {g: groups[g] for g in pinned} == pinned
+    assert {"v4"} <= {g for g, s in groups.items() if s == "train"}
+
+
+def test_the_shipped_split_table_holds_out_the_test_voice() -> None:
+    table = json.loads(C.KNOWN_SPLITS.read_text())
+    assert table["seed"] == 0 and set(table["groups"].values()) == set(C.SPLITS)
+    assert table["groups"]["asterisk-Carlo"] == "test"
+    voices = {g: s for g, s in table["groups"].items() if ":" not in g}
+    assert sum(s == "test" for s in voices.values()) >= 2 and sum(s == "valid" for s in voices.values()) >= 2
