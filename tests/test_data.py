@@ -131,6 +131,30 @@ def test_corpus_dataset_snr_alignment_shapes_and_reproducibility(corpus: Path) -
     assert not torch.equal(again[0][1], again[0][1])
 
 
+@pytest.mark.parametrize("factor", [0.8, 1.15])
+def test_change_speed_moves_pitch_by_the_factor(factor: float) -> None:
+    sr = 16000
+    x = np.sin(2 * np.pi * 200.0 * np.arange(2 * sr) / sr).astype(np.float32)
+    y = D.change_speed(x, factor)
+    assert abs(y.size - x.size / factor) <= 2 and y.dtype == np.float32
+    peak = np.argmax(np.abs(np.fft.rfft(y[:sr]))) * sr / sr  # 1 Hz bins over one second
+    assert abs(peak - 200.0 * factor) <= 1.0
+
+
+def test_speed_perturbed_draws_keep_length_snr_and_change_the_speech(corpus: Path) -> None:
+    base = dict(snr_db=(7.0, 7.0), reverb_prob=0.0, bandlimit_prob=0.0, clip_prob=0.0, second_noise_prob=0.0)
+    plain = D.open_training_data(corpus, "train", segment=8000, mix=D.MixConfig(**base), seed=3)
+    fast = D.open_training_data(corpus, "train", segment=8000, seed=3,
+                                mix=D.MixConfig(**base, speed_prob=1.0, speed=(0.8, 0.8)))
+    for i in range(6):
+        noisy, clean = fast[i]
+        assert noisy.shape == clean.shape == (8000,) and D.power(clean.numpy()) > 1e-6
+        assert abs(_snr(clean.numpy(), noisy.numpy()) - 7.0) < 0.05
+    assert not torch.equal(plain[0][1], fast[0][1])
+    with pytest.raises(DataError, match="speed"):
+        D.MixConfig(speed=(0.2, 1.0))
+
+
 def test_corpus_dataset_in_dataloader_workers(corpus: Path) -> None:
     ds = D.open_training_data(corpus, "train", segment=4000, seed=1)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=True)

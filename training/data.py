@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 from scipy import signal as sps
 
@@ -138,6 +139,11 @@ def bandlimit(x: np.ndarray, cutoff_hz: float, sample_rate: int = 16000) -> np.n
     return sps.sosfiltfilt(sos, x).astype(np.float32)
 
 
+def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """``x`` played ``factor`` times as fast: pitch and formants times ``factor``, length divided by it."""
+    return soxr.resample(x, 1.0, 1.0 / factor).astype(np.float32)
+
+
 def _loop_crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """A random ``n``-sample window of ``x`` [T]; shorter recordings are tiled from a random phase."""
     if x.size >= n:
@@ -188,6 +194,10 @@ class MixConfig:
     babble_prob: probability that the noise is babble: the sum of 3–8 utterances of other training speakers.
     babble_talkers: inclusive range of the number of babble talkers.
     second_noise_prob: probability of adding a second recorded/synthetic noise 0–10 dB below the first.
+    speed_prob: probability of speed-perturbing the speech (target and input alike) by a factor in ``speed``: pitch
+        and formants move by that factor (0.8 lowers a voice by ~4 semitones), which turns the corpus's few voices
+        (mostly female) into many, e.g. lower, more male-like ones. Noise is not perturbed.
+    speed: range of the speed factor.
     """
 
     snr_db: tuple[float, float] = (-5.0, 20.0)
@@ -202,14 +212,19 @@ class MixConfig:
     babble_prob: float = 0.1
     babble_talkers: tuple[int, int] = (3, 8)
     second_noise_prob: float = 0.1
+    speed_prob: float = 0.0
+    speed: tuple[float, float] = (0.8, 1.15)
     synthetic_kinds: tuple[str, ...] = field(default_factory=lambda: SYNTHETIC_KINDS)
 
     def __post_init__(self) -> None:
         for name in ("reverb_prob", "bandlimit_prob", "clip_prob", "synthetic_noise_prob", "babble_prob",
-                     "second_noise_prob"):
+                     "second_noise_prob", "speed_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise DataError(f"MixConfig.{name} = {value} is not a probability.", "use a value in [0, 1].")
+        if not 0.5 <= self.speed[0] <= self.speed[1] <= 2.0:
+            raise DataError(f"MixConfig.speed = {self.speed} is not a range within (0.5, 2.0).",
+                            "give e.g. [0.8, 1.15].")
         for name in ("snr_db", "gain_db", "rt60", "bandlimit_hz", "clip_level", "babble_talkers"):
             lo, hi = getattr(self, name)
             if lo > hi:
@@ -408,7 +423,11 @@ class CorpusMixDataset(SeededItems):
         """One (noisy [segment], clean [segment]) float32 pair from ``rng``."""
         n = self.segment
         speaker = self.speaker_names[int(rng.choice(len(self.speaker_names), p=self.speaker_p))]
-        clean = self.speech(speaker, n, rng)
+        if rng.random() < self.mix.speed_prob:
+            factor = float(rng.uniform(*self.mix.speed))
+            clean = change_speed(self.speech(speaker, math.ceil(n * factor) + 64, rng), factor)[:n]
+        else:
+            clean = self.speech(speaker, n, rng)
         noise = self.noise_for(speaker, n, rng)
         if rng.random() < self.mix.second_noise_prob and self.noise_families:
             extra = self.recorded_noise(n, rng) if rng.random() < 0.7 else synthetic_noise(
