@@ -161,13 +161,15 @@ def eval_(
     streaming: bool = typer.Option(False, "--streaming", help="Enhance through the streaming object."),
     device: Device = typer.Option(Device.cpu, help="ONNX Runtime device."),
     limit: int | None = typer.Option(None, help="Evaluate only the first N pairs."),
+    speaker: str | None = typer.Option(None, help="Only the pairs of this speaker (meta.jsonl), e.g. asterisk-Carlo, "
+                                                  "the corpus's voice held out of every training split."),
     atten_lim: float | None = ATTEN_OPT,
 ) -> None:
     """PESQ-WB, STOI, SI-SDR and DNSMOS of noisy input vs enhanced output, per SNR and noise kind."""
     from evaluation.evaluate import run_eval
 
     run_eval(data=data, model=model, as_json=as_json, report=report, streaming=streaming, device=device.value,
-             limit=limit, atten_lim_db=atten_lim)
+             limit=limit, speaker=speaker, atten_lim_db=atten_lim)
 
 
 @data_app.command("build")

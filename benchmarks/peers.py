@@ -424,10 +424,10 @@ def _pin_one_core() -> int | None:
 
 
 def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | None, only: set[str] | None,
-              log: Callable[[str], None]) -> dict[str, Any]:
+              log: Callable[[str], None], speaker: str | None = None) -> dict[str, Any]:
     """Run every selected row on the pairs under ``data``; returns the JSON document (``rows`` in table order)."""
     core = _pin_one_core()
-    pair_set = find_pairs(data, limit)
+    pair_set = find_pairs(data, limit, speaker)
     clips = [load_pair(p, EVAL_RATE) for p in pair_set.pairs]
     clean = [c for c, _ in clips]
     noisy = [n for _, n in clips]
@@ -464,6 +464,7 @@ def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | N
         rows.append(row)
     return {
         "data": str(pair_set.root),
+        "speaker": speaker,
         "pairs": len(clips),
         "seconds": round(seconds, 3),
         "threads": 1,
@@ -493,7 +494,8 @@ def markdown(doc: dict[str, Any]) -> str:
     """The result as one Markdown table plus the definitions and notes."""
     header = ["tool", "rate (kHz)", "latency (ms)", "measured delay (ms)", "PESQ-WB", "STOI", "SI-SDR (dB)",
               "RTF (1 thread)", "hop (ms)", "hop p99 (ms)"]
-    lines = [(f"{doc['pairs']} pairs ({doc['seconds']:.0f} s) from `{doc['data']}`; one thread on one core "
+    who = f" (speaker {doc['speaker']})" if doc.get("speaker") else ""
+    lines = [(f"{doc['pairs']} pairs ({doc['seconds']:.0f} s) from `{doc['data']}`{who}; one thread on one core "
               f"({doc['machine']}; load average at start {doc['loadavg_at_start']})."), "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     notes = []
@@ -537,6 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="Our ONNX model (default: the shipped one).")
     parser.add_argument("--segan-model", type=Path, default=None, help="An exported segan-preset model to add.")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N pairs.")
+    parser.add_argument("--speaker", default=None,
+                        help="Only the pairs of this speaker (meta.jsonl), e.g. asterisk-Carlo, the corpus's voice "
+                             "held out of every training split.")
     parser.add_argument("--only", default=None,
                         help="Comma-separated rows to run: ours, segan, rnnoise, dfn3, gtcrn, dtln, speex, webrtc.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the Markdown table.")
@@ -545,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = None if args.only is None else {s.strip() for s in args.only.split(",") if s.strip()}
     try:
         doc = benchmark(args.data, args.model, args.segan_model, args.limit, only,
-                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                        log=lambda msg: print(msg, file=sys.stderr, flush=True), speaker=args.speaker)
     except DenoiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

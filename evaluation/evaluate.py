@@ -107,11 +107,13 @@ def _resolve_root(data: Path) -> Path:
     raise DataError(f"{data} has neither noisy/ + clean/ nor test/noisy/ + test/clean/.", _FOLDER_HINT)
 
 
-def find_pairs(data: Path, limit: int | None = None) -> PairSet:
+def find_pairs(data: Path, limit: int | None = None, speaker: str | None = None) -> PairSet:
     """Find and validate the pairs under ``data`` (a folder with noisy/ and clean/, or a corpus root with test/).
 
     Every pair must exist on both sides, be mono, and agree in sample rate and length; otherwise a
-    :class:`DataError` lists the offending files and the fix. ``limit`` keeps the first N pairs by name.
+    :class:`DataError` lists the offending files and the fix. ``speaker`` keeps the pairs whose meta.jsonl
+    ``speaker`` is that one (e.g. the voice held out of every training split); ``limit`` then keeps the first N
+    pairs by name.
     """
     import soundfile as sf
 
@@ -131,7 +133,15 @@ def find_pairs(data: Path, limit: int | None = None) -> PairSet:
                         _FOLDER_HINT)
     meta_path = root / "meta.jsonl"
     meta = _read_meta(meta_path) if meta_path.is_file() else {}
-    names = sorted(noisy)[:limit]
+    names = sorted(noisy)
+    if speaker is not None:
+        names = [n for n in names if meta.get(n, {}).get("speaker") == speaker]
+        if not names:
+            known = sorted({str(m.get("speaker")) for m in meta.values() if m.get("speaker")})
+            raise DataError(f"no pair in {root} has speaker {speaker!r} in its meta.jsonl"
+                            + ("" if meta else " (there is no meta.jsonl)") + ".",
+                            f"use one of {known}." if known else "evaluate without --speaker.")
+    names = names[:limit]
     pairs: list[Pair] = []
     problems: list[str] = []
     for name in names:
@@ -346,7 +356,7 @@ def _json_safe(obj: Any) -> Any:
 
 
 def run_eval(data: Path, model: Path | None = None, as_json: bool = False, report: Path | None = None,
-             streaming: bool = False, device: str = "cpu", limit: int | None = None, *,
+             streaming: bool = False, device: str = "cpu", limit: int | None = None, speaker: str | None = None, *,
              dnsmos: bool = True, workers: int = 2, seed: int = 0, quiet: bool = False,
              atten_lim_db: float | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (None = the shipped default) on the pairs under ``data``; print and return the result.
@@ -360,7 +370,7 @@ def run_eval(data: Path, model: Path | None = None, as_json: bool = False, repor
     from realtime.model import load_model
 
     dry_share(atten_lim_db)  # a bad limit is refused before any work
-    pair_set = find_pairs(Path(data), limit)
+    pair_set = find_pairs(Path(data), limit, speaker)
     frame_model = load_model(model, device=device, threads=1)
     spec = frame_model.spec
     sr = spec.sample_rate
@@ -434,6 +444,7 @@ def run_eval(data: Path, model: Path | None = None, as_json: bool = False, repor
                      "(expected 0: the enhanced clips are latency-compensated).")
     result: dict[str, Any] = {
         "data": str(pair_set.root),
+        "speaker": speaker,
         "model": str(frame_model.path),
         "preset": spec.preset,
         "train_step": spec.train_step,
@@ -482,7 +493,8 @@ def _group_sections(result: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
 def _header(result: Mapping[str, Any]) -> str:
     rtf = result["enhance_rtf"]
     speed = f", RTF {rtf:.3f} on one thread" if rtf is not None else ""
-    return (f"{result['pairs']} pairs ({result['seconds']:.0f} s) from {result['data']}; model {result['model']} "
+    who = f" (speaker {result['speaker']})" if result.get("speaker") else ""
+    return (f"{result['pairs']} pairs ({result['seconds']:.0f} s) from {result['data']}{who}; model {result['model']} "
             f"(preset {result['preset']}, {result['latency_ms']:.1f} ms algorithmic latency), {result['mode']} "
             f"enhancement{speed}"
             + (f", attenuation limited to {result['atten_lim_db']:g} dB" if result.get("atten_lim_db") else ""))

@@ -33,7 +33,7 @@ def make_pairs(folder: Path, count: int = 4, seconds: float = 1.5, meta: bool = 
         sf.write(test / "clean" / f"p{i:02d}.wav", clean, SR, subtype="FLOAT")
         sf.write(test / "noisy" / f"p{i:02d}.wav", add_noise(clean, snr, seed=100 + i), SR, subtype="FLOAT")
         lines.append(json.dumps({"name": f"p{i:02d}", "snr_db": snr, "noise_kind": "white" if i % 2 else "pink",
-                                 "noise_category": "synthetic", "speaker": "s0"}))
+                                 "noise_category": "synthetic", "speaker": f"s{i % 2}"}))
     if meta:
         (test / "meta.jsonl").write_text("\n".join(lines) + "\n")
     return folder
@@ -168,6 +168,15 @@ def test_bad_folders_raise_data_errors(tmp_path: Path, setup, match: str) -> Non
 def test_bad_limit_is_refused(pairs: Path) -> None:
     with pytest.raises(ConfigError, match="--limit"):
         find_pairs(pairs, limit=0)
+
+
+def test_speaker_keeps_only_that_voices_pairs(pairs: Path, tmp_path: Path) -> None:
+    assert [p.name for p in find_pairs(pairs, speaker="s1").pairs] == ["p01", "p03"]
+    assert [p.name for p in find_pairs(pairs, limit=1, speaker="s1").pairs] == ["p01"]
+    with pytest.raises(DataError, match=r"speaker 'nobody'.*Fix: use one of \['s0', 's1'\]"):
+        find_pairs(pairs, speaker="nobody")
+    with pytest.raises(DataError, match="no meta.jsonl"):
+        find_pairs(make_pairs(tmp_path / "bare", count=2, meta=False), speaker="s0")
 
 
 def test_cli_bad_folder_is_one_line(tmp_path: Path) -> None:
