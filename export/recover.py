@@ -215,6 +215,5 @@ def generator_from_onnx(path: Path) -> tuple[FrameGenerator, dict[str, Any]]:
         "step": spec.train_step,
         "metrics": dict(spec.metrics),
         "path": source,
-        "preemphasis": spec.preemphasis,
     }
     return generator, meta

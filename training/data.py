@@ -423,7 +423,7 @@ class CorpusMixDataset(SeededItems):
         """One (noisy [segment], clean [segment]) float32 pair from ``rng``."""
         n = self.segment
         speaker = self.speaker_names[int(rng.choice(len(self.speaker_names), p=self.speaker_p))]
-        if rng.random() < self.mix.speed_prob:
+        if self.mix.speed_prob and rng.random() < self.mix.speed_prob:  # no draw when off: old streams unchanged
             factor = float(rng.uniform(*self.mix.speed))
             clean = change_speed(self.speech(speaker, math.ceil(n * factor) + 64, rng), factor)[:n]
         else:
