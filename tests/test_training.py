@@ -140,6 +140,38 @@ def test_compressed_spectral_loss_is_zero_on_identity_and_grows_with_noise() -> 
     assert 0 < float(small[0]) < float(large[0]) and 0 < float(small[1]) < float(large[1])
 
 
+def test_stoi_loss_tracks_the_evaluation_metric() -> None:
+    from pystoi import stoi
+    from synth_speech import add_noise, speechlike
+
+    clean = speechlike(3.0, seed=4)
+    loss = losses.STOILoss(16000)
+    ours, theirs = [], []
+    for snr in (-5.0, 0.0, 5.0, 15.0):
+        noisy = add_noise(clean, snr, seed=5)
+        ours.append(1.0 - float(loss(torch.from_numpy(noisy)[None], torch.from_numpy(clean)[None])))
+        theirs.append(stoi(clean, noisy, 16000))
+    np.testing.assert_allclose(ours, theirs, atol=0.03)  # same steps at 16 kHz instead of pystoi's 10 kHz
+    assert ours == sorted(ours)  # more noise, less intelligible
+    assert float(loss(torch.from_numpy(clean)[None], torch.from_numpy(clean)[None])) < 1e-4
+
+
+def test_stoi_loss_gradient_is_finite_and_silent_items_add_nothing() -> None:
+    from synth_speech import add_noise, speechlike
+
+    clean = torch.from_numpy(speechlike(2.0, seed=6))
+    noisy = torch.from_numpy(add_noise(clean.numpy(), 0.0, seed=7))
+    loss = losses.STOILoss(16000)
+    est = torch.stack([noisy, torch.zeros_like(noisy)]).requires_grad_(True)
+    ref = torch.stack([clean, torch.zeros_like(clean)])
+    value = loss(est, ref)  # the silent item has no active frame: only the first one counts
+    assert float(value.detach()) == pytest.approx(float(loss(noisy[None], clean[None])), abs=1e-6)
+    value.backward()
+    assert est.grad is not None and torch.isfinite(est.grad).all() and est.grad[0].abs().sum() > 0
+    short = torch.from_numpy(speechlike(0.2, seed=8))[None]  # fewer than 30 frames: nothing to score
+    assert float(loss(short, short)) == 0.0
+
+
 # ------------------------------------------------------------------------------------------------ training
 def test_two_steps_write_checkpoint_log_config_and_samples(tmp_path: Path) -> None:
     data = make_data(tmp_path)
@@ -164,10 +196,10 @@ def test_spectral_losses_on_deemphasised_audio_train_and_differ(tmp_path: Path) 
     logs = {}
     for flag in (False, True):
         run = tmp_path / f"run_{flag}"
-        train(tiny_config("run.max_steps=1", "loss.weights.cspec=10", "loss.weights.sisdr=1",
+        train(tiny_config("run.max_steps=1", "loss.weights.cspec=10", "loss.weights.sisdr=1", "loss.weights.stoi=10",
                           f"loss.spectral_deemphasis={str(flag).lower()}"), data, run)
         logs[flag] = read_log(run)[0]
-    assert all(np.isfinite(logs[True][k]) for k in ("g_cspec", "g_stft", "g_sisdr"))
+    assert all(np.isfinite(logs[True][k]) for k in ("g_cspec", "g_stft", "g_sisdr", "g_stoi"))
     assert logs[True]["g_l1"] == logs[False]["g_l1"]  # the L1 stays in the pre-emphasised domain
     assert logs[True]["g_cspec"] != logs[False]["g_cspec"]
 

@@ -174,3 +174,82 @@ class CompressedSpectralLoss(nn.Module):
         est_c, est_m = self._compressed(estimate)
         ref_c, ref_m = self._compressed(target)
         return F.mse_loss(est_c, ref_c), F.mse_loss(est_m, ref_m)
+
+
+# --------------------------------------------------------------------------------------------------- STOI
+class STOILoss(nn.Module):
+    """``1 − STOI`` computed differentiably at the training rate (Taal et al. 2011), averaged over the batch.
+
+    The intelligibility measure the evaluation reports (``pystoi``) compares the envelopes of 15 one-third-octave
+    bands (150 Hz … 4.3 kHz) of clean and enhanced speech over 384 ms windows: it rewards keeping the weak parts of
+    speech (onsets, consonants, the quieter syllables that masks suppress at low SNR) and is barely moved by steady
+    residual noise. The other terms weight energy, so a model trained on them alone trades intelligibility for
+    quietness. This twin follows pystoi's steps at 16 kHz instead of resampling to 10 kHz: 25.6 ms Hann frames, half
+    overlap, frames more than 40 dB below the loudest clean frame of each item dropped, segments of 30 frames, the
+    enhanced envelope scaled to the clean one's energy and clipped at −15 dB SDR, then the correlation per band and
+    segment. Items with fewer than 30 active frames (or silent targets) add nothing.
+    """
+
+    BANDS = 15
+    MIN_FREQ = 150.0
+    SEGMENT = 30
+    BETA_DB = -15.0
+    DYN_RANGE_DB = 40.0
+    SILENCE_DB = -100.0  # frame norm of digital silence: such items have no speech to score
+    window: torch.Tensor
+    bands: torch.Tensor
+
+    def __init__(self, sample_rate: int = 16000, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.win = round(0.0256 * sample_rate)
+        self.hop = self.win // 2
+        self.fft = 1 << (self.win - 1).bit_length()
+        self.eps = eps
+        self.register_buffer("window", torch.hann_window(self.win + 2)[1:-1], persistent=False)
+        self.register_buffer("bands", self._third_octaves(sample_rate, self.fft), persistent=False)
+
+    @classmethod
+    def _third_octaves(cls, sample_rate: int, fft: int) -> torch.Tensor:
+        """[BANDS, fft/2+1] 0/1 matrix summing FFT bins into one-third-octave bands (edges at the nearest bin)."""
+        freqs = torch.arange(fft // 2 + 1, dtype=torch.float64) * sample_rate / fft
+        k = torch.arange(cls.BANDS, dtype=torch.float64)
+        low = cls.MIN_FREQ * 2.0 ** ((2 * k - 1) / 6)
+        high = cls.MIN_FREQ * 2.0 ** ((2 * k + 1) / 6)
+        matrix = torch.zeros(cls.BANDS, freqs.numel())
+        for i in range(cls.BANDS):
+            lo = int(torch.argmin((freqs - low[i]).abs()))
+            hi = int(torch.argmin((freqs - high[i]).abs()))
+            matrix[i, lo:hi] = 1.0
+        return matrix
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T] -> windowed frames [B, N, win] (no padding, as pystoi)."""
+        return x.unfold(-1, self.win, self.hop) * self.window
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """estimate, target [B, T] -> scalar ``1 − mean intermediate intelligibility``."""
+        est_f, ref_f = self._frames(estimate.float()), self._frames(target.float())
+        energy_db = 20.0 * torch.log10(torch.linalg.norm(ref_f, dim=-1) + self.eps)  # [B, N]
+        active = (energy_db > energy_db.amax(-1, keepdim=True) - self.DYN_RANGE_DB) & (energy_db > self.SILENCE_DB)
+        clip = 1.0 + 10.0 ** (-self.BETA_DB / 20.0)
+        scores = []
+        for b in range(estimate.shape[0]):
+            keep = active[b].nonzero().squeeze(-1)
+            if keep.numel() < self.SEGMENT:
+                continue
+            env = []
+            for frames in (ref_f[b, keep], est_f[b, keep]):
+                spec = torch.fft.rfft(frames, n=self.fft)  # [N', F]
+                power = spec.real ** 2 + spec.imag ** 2
+                env.append(torch.sqrt(power @ self.bands.T + self.eps).T)  # [BANDS, N']
+            x = env[0].unfold(-1, self.SEGMENT, 1)  # [BANDS, S, SEGMENT]
+            y = env[1].unfold(-1, self.SEGMENT, 1)
+            scale = torch.linalg.norm(x, dim=-1, keepdim=True) / (torch.linalg.norm(y, dim=-1, keepdim=True) + self.eps)
+            y = torch.minimum(y * scale, x * clip)
+            x = x - x.mean(-1, keepdim=True)
+            y = y - y.mean(-1, keepdim=True)
+            corr = (x * y).sum(-1) / ((torch.linalg.norm(x, dim=-1) + self.eps) * (torch.linalg.norm(y, dim=-1) + self.eps))
+            scores.append(corr.mean())
+        if not scores:
+            return estimate.new_zeros((), dtype=torch.float32)
+        return 1.0 - torch.stack(scores).mean()

@@ -45,6 +45,7 @@ from training.losses import (
     CompressedSpectralLoss,
     FeatureTap,
     MultiResolutionSTFTLoss,
+    STOILoss,
     d_loss,
     deemphasis,
     feature_matching,
@@ -203,6 +204,7 @@ class Trainer:
         self.tap = FeatureTap(self.d_core)
         self.stft = MultiResolutionSTFTLoss(cfg.loss.stft_resolutions).to(device)
         self.cspec = CompressedSpectralLoss().to(device)
+        self.stoi = STOILoss(self.g_core.sample_rate).to(device)
 
         o = cfg.optim
         self.opt_g = self._optimizer(self.g_core.parameters(), o.lr_g)
@@ -420,7 +422,7 @@ class Trainer:
             if w.get("l1", 0.0) > 0:
                 terms["l1"] = torch.mean(torch.abs(fake.float() - y))
             spec_est, spec_ref = fake.float(), y
-            if c.loss.spectral_deemphasis and any(w.get(k, 0.0) > 0 for k in ("stft", "cspec", "sisdr")):
+            if c.loss.spectral_deemphasis and any(w.get(k, 0.0) > 0 for k in ("stft", "cspec", "sisdr", "stoi")):
                 spec_est, spec_ref = deemphasis(spec_est, c.loss.preemphasis), clean.to(self.device).float()
             if w.get("stft", 0.0) > 0:
                 sc, mag = self.stft(spec_est, spec_ref)
@@ -431,6 +433,8 @@ class Trainer:
                 terms["cspec"] = 0.3 * cplx + 0.7 * cmag
             if w.get("sisdr", 0.0) > 0:
                 terms["sisdr"] = neg_si_sdr(spec_est, spec_ref)
+            if w.get("stoi", 0.0) > 0:
+                terms["stoi"] = self.stoi(spec_est, spec_ref)
             if use_d:
                 # D's weights are frozen for G's update; the unwrapped D keeps DDP's reducer out of this call.
                 self.d_core.requires_grad_(False)
@@ -690,7 +694,7 @@ def threading_is_main() -> bool:
 
 
 def _summary(record: dict[str, Any]) -> str:
-    keys = ("loss_d", "g_adv", "g_l1", "g_stft", "g_cspec", "g_sisdr", "g_feat", "audio_s_per_s", "valid_pesq", "valid_stoi",
+    keys = ("loss_d", "g_adv", "g_l1", "g_stft", "g_cspec", "g_sisdr", "g_stoi", "g_feat", "audio_s_per_s", "valid_pesq", "valid_stoi",
             "valid_si_sdr", "valid_l1")
     return f"step {record['step']}: " + " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 
