@@ -178,12 +178,16 @@ def data_build(
     minutes: float | None = typer.Option(None, help="Cap on minutes of speech (default: everything)."),
     seed: int = typer.Option(0, help="Seed for splits and the test mixtures."),
     cache: Path | None = typer.Option(None, help="Download/extract cache (default: OUT/.cache)."),
-    jobs: int = typer.Option(2, help="Parallel decoding processes."),
+    jobs: int = typer.Option(2, help="Parallel decoding (and TTS) processes."),
+    tts_minutes: float = typer.Option(0.0, "--tts-minutes", help="Add about M minutes of offline TTS speech (piper, "
+                                      "one voice reading Debian's fortunes-min) to the train split only; 0 = off. "
+                                      "Tops up a finished corpus without decoding again. Needs "
+                                      "`pip install -e '.\\[tts]'`."),  # rich markup: "\\[" prints "["
 ) -> None:
     """Download the listed Debian packages, decode, split by speaker/noise, and write a manifest + test set."""
     from training.corpus import build_corpus
 
-    build_corpus(out=out, minutes=minutes, seed=seed, cache=cache, jobs=jobs)
+    build_corpus(out=out, minutes=minutes, seed=seed, cache=cache, jobs=jobs, tts_minutes=tts_minutes)
 
 
 def main() -> None:

