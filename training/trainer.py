@@ -60,6 +60,7 @@ from training.models import (
     config_dict,
     make_discriminator_config,
 )
+from training.widen import grow_into, growable_difference
 
 
 class TrainingError(DenoiseError):
@@ -316,9 +317,27 @@ class Trainer:
             raise TrainingError(f"run.init: {file} holds a {meta['preset']!r} generator, this run trains "
                                 f"{self.cfg.preset!r}.", f"initialise from a {self.cfg.preset} checkpoint or drop --init.")
         parts = []
+        src_cfg = json.loads(json.dumps(meta.get("generator_config") or {}))
+        own_cfg = json.loads(json.dumps(config_dict(self.g_core.cfg)))
+        grow: list[str] = []
+        if src_cfg and src_cfg != own_cfg:
+            try:
+                grow = growable_difference(src_cfg, own_cfg)
+            except ValueError:
+                grow = []  # other widths changed: copy what still fits, as for any other architecture change
         for name, module in (("generator", self.g_core), ("discriminator", self.d_core)):
             weights = sources[name]
             own = module.state_dict()
+            if name == "generator" and grow:
+                try:
+                    state, grown = grow_into(module, weights)
+                except ValueError as exc:
+                    raise TrainingError(f"run.init: cannot grow {file}'s generator into this one: {exc}",
+                                        "initialise from a checkpoint of the same architecture.") from None
+                module.load_state_dict(state)
+                parts.append(f"generator {len(own)}/{len(own)} tensors ({len(grown)} grown, function kept: "
+                             + ", ".join(f"{k} {src_cfg[k]} -> {own_cfg[k]}" for k in grow) + ")")
+                continue
             matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
             if name == "generator" and not matched:
                 raise TrainingError(f"run.init: no generator weight of {file} fits this run's generator.",
