@@ -317,8 +317,7 @@ class Trainer:
             raise TrainingError(f"run.init: {file} holds a {meta['preset']!r} generator, this run trains "
                                 f"{self.cfg.preset!r}.", f"initialise from a {self.cfg.preset} checkpoint or drop --init.")
         parts = []
-        src_cfg = json.loads(json.dumps(meta.get("generator_config") or {}))
-        own_cfg = json.loads(json.dumps(config_dict(self.g_core.cfg)))
+        src_cfg, own_cfg = dict(meta.get("generator_config") or {}), config_dict(self.g_core.cfg)
         grow: list[str] = []
         if src_cfg and src_cfg != own_cfg:
             try:

@@ -11,8 +11,9 @@ exactly the same output at the start:
 * a linear layer's old outputs keep their weights and read nothing from its new inputs (zero columns); new outputs
   keep their initialisation and are read by zero columns downstream.
 
-Everything else must match in shape. :func:`grow_into` refuses (``ValueError``) when another width changed, since
-then no embedding preserves the function.
+Everything else must match in shape: :func:`growable_difference` refuses (``ValueError``) a config in which another
+width changed, and :func:`grow_into` a tensor of any other kind of layer that changed shape, since then no embedding
+preserves the function.
 """
 
 from __future__ import annotations
