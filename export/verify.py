@@ -109,7 +109,7 @@ def verification_signals(n: int, sample_rate: int) -> tuple[np.ndarray, tuple[st
 def model_frames(generator: FrameGenerator, audio: np.ndarray, coef: float) -> torch.Tensor:
     """Raw audio ``[B, T]`` -> the analysis-windowed pre-emphasised frames the engine feeds: ``[B, N, W]``."""
     x = torch.from_numpy(preemphasis(audio, coef))
-    frames, _ = frame_signal(x, generator.window, generator.hop)
+    frames, _ = frame_signal(x, generator.window, generator.hop, generator.lookahead)
     return frames * generator.win_a
 
 

@@ -39,7 +39,7 @@ def tiny_generator(preset: str, seed: int = 0, **values: Any) -> torch.nn.Module
         for name, p in gen.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0.0, 0.1)
-            elif name in ("band_out.weight", "ctx_inp.weight", "df_head.weight"):
+            elif name in ("band_out.weight", "ctx_inp.weight", "df_head.weight", "fut_inp.weight", "fut_head.weight"):
                 p.normal_(0.0, 0.3)  # zero-initialised for fine-tuning; give the path a say
     return gen.eval()
 
@@ -60,7 +60,7 @@ def metadata(path: Path) -> dict[str, str]:
 
 
 def torch_frames(gen: torch.nn.Module, audio: np.ndarray, coef: float) -> torch.Tensor:
-    frames, _ = frame_signal(torch.from_numpy(preemphasis(audio, coef)), gen.window, gen.hop)
+    frames, _ = frame_signal(torch.from_numpy(preemphasis(audio, coef)), gen.window, gen.hop, gen.lookahead)
     return frames * gen.win_a
 
 
@@ -114,9 +114,10 @@ def test_lowlat_export_runs_in_the_engine_and_matches_torch_over_many_hops(lowla
     assert np.abs(got_frames).max() > 1e-2  # the comparison is not between two near-zero signals
 
 
-@pytest.mark.parametrize("past_frames", [0, 2])
-def test_band_memory_exports_its_states_and_matches_torch_over_many_hops(tmp_path: Path, past_frames: int) -> None:
-    gen = tiny_generator("lowlat", band_gru=6, past_frames=past_frames)
+@pytest.mark.parametrize("past_frames, lookahead", [(0, 0), (2, 0), (2, 1)])
+def test_band_memory_exports_its_states_and_matches_torch_over_many_hops(tmp_path: Path, past_frames: int,
+                                                                        lookahead: int) -> None:
+    gen = tiny_generator("lowlat", band_gru=6, past_frames=past_frames, lookahead_frames=lookahead)
     from training.checkpoint import load_generator
 
     loaded, meta = load_generator(write_checkpoint(tmp_path / "ckpt.pt", gen))
@@ -128,8 +129,9 @@ def test_band_memory_exports_its_states_and_matches_torch_over_many_hops(tmp_pat
     assert report.verify is not None and max(report.verify.max_err_step, report.verify.max_err_frames) <= 1e-4
     model = load_model(report.path, device="cpu", threads=1)
     expected = [("h_in", (1, 16)), ("hb_in", (gen.lengths[-1], 6))]
-    expected += [("past_in", (past_frames, 2 * gen.bins))] if past_frames else []
+    expected += [("past_in", (past_frames + lookahead, 2 * gen.bins))] if past_frames + lookahead else []
     assert [(s.input, s.shape) for s in model.spec.state] == expected
+    assert model.spec.lookahead == lookahead * gen.hop and model.spec.latency_samples == gen.latency_samples
     frames = torch_frames(gen, speech_like(HOPS * gen.hop, gen.sample_rate)[None], model.spec.preemphasis)
     state = model.initial_state(1)
     got = []
@@ -433,3 +435,31 @@ def test_the_denoise_export_command(lowlat: Any, tmp_path: Path) -> None:
     md = metadata(tmp_path / "sub" / "m.onnx")
     assert md["precision"] == "int8" and md["onnx_opset"] == "13"
     assert {o.domain: o.version for o in onnx.load(str(tmp_path / "sub" / "m.onnx")).opset_import}[""] == 13
+
+
+def test_a_lookahead_model_streams_through_the_engine_as_its_offline_output_and_as_torch(tmp_path: Path) -> None:
+    from realtime.engine import StreamingEngine
+    from training.checkpoint import load_generator
+
+    gen = tiny_generator("lowlat", band_gru=6, past_frames=2, lookahead_frames=1)
+    loaded, meta = load_generator(write_checkpoint(tmp_path / "ckpt.pt", gen))
+    model = load_model(export_with_report(loaded, meta, tmp_path / "ahead.onnx").path, device="cpu", threads=1)
+    assert model.spec.latency_samples == gen.window  # 128 + one hop of lookahead: 16 ms at 16 kHz
+    audio = speech_like(8000 + 77, gen.sample_rate, seed=5)
+    offline = enhance_offline(model, audio[None])[0]
+    engine = StreamingEngine(model)
+    blocks = [engine.process(audio[None, i:i + 160]) for i in range(0, audio.size, 160)]
+    streamed = np.concatenate([*blocks, engine.flush()], 1)[0]
+    assert streamed.size == audio.size + model.spec.latency_samples
+    np.testing.assert_allclose(streamed[model.spec.latency_samples:], offline, atol=1e-5, rtol=0)
+    # and both are the torch generator's output (up to the stream's edges, as for the causal model above)
+    padded = np.concatenate([audio, np.zeros(gen.hop, dtype=np.float32)])
+    with torch.no_grad():
+        frames, length = frame_signal(torch.from_numpy(preemphasis(padded, 0.9))[None], gen.window, gen.hop,
+                                      gen.lookahead)
+        out, _ = gen.forward_frames(frames * gen.win_a)
+        full = overlap_add(out * gen.win_s, gen.hop, length).numpy()
+    lat = gen.latency_samples
+    ref = deemphasis(full, 0.9)[0, lat:lat + audio.size]
+    np.testing.assert_allclose(offline, ref, atol=1e-4, rtol=0)
+    assert np.abs(offline).max() > 1e-2

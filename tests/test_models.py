@@ -79,15 +79,30 @@ def with_past_frames(gen: LowLatGenerator) -> LowLatGenerator:
     return gen
 
 
-@pytest.mark.parametrize("band_gru, past_frames", [(0, 0), (6, 0), (0, 2), (6, 3)])
-def test_lowlat_streaming_equals_forward(band_gru: int, past_frames: int) -> None:
+def with_lookahead(gen: LowLatGenerator) -> LowLatGenerator:
+    """Give the zero-initialised future-frame input layer and filter taps random weights, so the path matters."""
+    assert gen.fut_inp is not None and gen.fut_head is not None
+    with torch.no_grad():
+        gen.fut_inp.weight.normal_(0.0, 0.3)
+        gen.fut_head.weight.normal_(0.0, 0.3)
+        gen.fut_head.bias.normal_(0.0, 0.3)
+    return gen
+
+
+@pytest.mark.parametrize("band_gru, past_frames, lookahead", [(0, 0, 0), (6, 0, 0), (0, 2, 0), (6, 3, 0), (6, 2, 1),
+                                                               (0, 0, 2)])
+def test_lowlat_streaming_equals_forward(band_gru: int, past_frames: int, lookahead: int) -> None:
     torch.manual_seed(1)
-    gen = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": band_gru, "past_frames": past_frames}).eval()
+    gen = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": band_gru, "past_frames": past_frames,
+                                     "lookahead_frames": lookahead}).eval()
     if band_gru:
         gen = with_band_memory(gen)
     if past_frames:
         gen = with_past_frames(gen)
-    names = ["h_in", *(["hb_in"] if band_gru else []), *(["past_in"] if past_frames else [])]
+    if lookahead:
+        gen = with_lookahead(gen)
+    assert gen.latency_samples == gen.window - gen.hop + lookahead * gen.hop
+    names = ["h_in", *(["hb_in"] if band_gru else []), *(["past_in"] if past_frames or lookahead else [])]
     assert [s[0] for s in gen.state_spec()] == names
     x = 0.1 * torch.randn(2, 128 * 20 + 37)
     with torch.no_grad():
@@ -129,9 +144,44 @@ def test_past_frames_start_as_the_model_without_them_then_filter_over_time() -> 
         assert torch.equal(deep(x2)[:, :edge], y[:, :edge])
 
 
-def test_past_frames_need_the_full_resolution_layer() -> None:
-    with pytest.raises(ConfigError, match="past_frames"):
-        build_generator("lowlat", {**TINY_LOWLAT, "full_res_channels": 0, "past_frames": 2})
+def test_lookahead_starts_as_the_causal_model_one_hop_later_then_uses_the_future() -> None:
+    torch.manual_seed(4)
+    causal = with_past_frames(build_generator("lowlat", {**TINY_LOWLAT, "band_gru": 6, "past_frames": 2})).eval()
+    ahead = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": 6, "past_frames": 2, "lookahead_frames": 1}).eval()
+    missing, unexpected = ahead.load_state_dict(causal.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["fut_head.bias", "fut_head.weight", "fut_inp.weight"]
+    assert ahead.latency_samples == causal.latency_samples + ahead.hop
+    frames = 0.1 * torch.randn(2, 30, ahead.window)
+    with torch.no_grad():
+        # frame by frame, the model with lookahead emits what the causal one emits one hop earlier: the causal
+        # model run on the same frames after one silent frame (the lookahead model's first "current" frame is
+        # the silent one its state starts with)
+        delayed, _ = causal.forward_frames(torch.cat([torch.zeros(2, 1, ahead.window), frames], 1))
+        out, _ = ahead.forward_frames(frames)
+        assert torch.allclose(out, delayed[:, :30], rtol=0, atol=1e-6)
+        ahead = with_lookahead(ahead)
+        x = 0.1 * torch.randn(1, 128 * 16)
+        y = ahead(x)
+        assert not torch.allclose(y, causal(x), atol=1e-4)
+        # the future now matters, but only one hop of it: output up to the latency before a change is untouched,
+        # and output within it changes
+        x2 = x.clone()
+        x2[:, 128 * 10:] += 0.3 * torch.randn(1, 128 * 6)
+        y2 = ahead(x2)
+        edge = 128 * 10 - ahead.latency_samples
+        assert torch.equal(y2[:, :edge], y[:, :edge])
+        assert not torch.allclose(y2[:, edge:edge + ahead.hop], y[:, edge:edge + ahead.hop], atol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["past_frames", "lookahead_frames"])
+def test_past_frames_and_lookahead_need_the_full_resolution_layer(key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        build_generator("lowlat", {**TINY_LOWLAT, "full_res_channels": 0, key: 2})
+
+
+def test_negative_lookahead_is_refused() -> None:
+    with pytest.raises(ConfigError, match="cannot be negative"):
+        build_generator("lowlat", {**TINY_LOWLAT, "lookahead_frames": -1})
 
 
 def test_segan_latent_zero_is_deterministic_and_seeded_latent_differs() -> None:

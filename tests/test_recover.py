@@ -38,6 +38,7 @@ def assert_same_weights(got: torch.nn.Module, want: torch.nn.Module) -> None:
     {},
     {"band_gru": 4},
     {"band_gru": 4, "past_frames": 2},
+    {"band_gru": 4, "past_frames": 2, "lookahead_frames": 1},
     {"full_res_channels": 0, "gru_layers": 2},
 ])
 def test_lowlat_weights_come_back_exactly(tmp_path: Path, values: dict[str, Any]) -> None:
@@ -51,7 +52,7 @@ def test_untrained_layers_whose_initializers_the_exporter_merges_come_back(tmp_p
     # fresh zero-initialised fine-tuning paths: the exporter stores equal tensors once, under one name
     torch.manual_seed(0)
     gen = build_generator("lowlat", {"channels": [4, 8], "bottleneck": 16, "gru_hidden": 16, "band_gru": 8,
-                                     "past_frames": 1}).eval()
+                                     "past_frames": 1, "lookahead_frames": 1}).eval()
     got, _ = generator_from_onnx(export(gen, tmp_path / "m.onnx"))
     assert_same_weights(got, gen)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from train_helpers import make_data, tiny_config
 
-from training.checkpoint import load_checkpoint, load_generator
+from training.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from training.models import build_generator
 from training.trainer import train
 from training.widen import grow_into, growable_difference
@@ -57,10 +57,17 @@ def test_only_the_recurrent_widths_may_grow() -> None:
         grow_into(big, _randomised(SMALL).state_dict())
 
 
-def test_init_grows_a_checkpoint_into_a_wider_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("older", [False, True])
+def test_init_grows_a_checkpoint_into_a_wider_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  older: bool) -> None:
     data = make_data(tmp_path)
     base = tmp_path / "base"
     train(tiny_config("run.max_steps=2", "optim.ema=0"), data, base)
+    if older:  # written before lookahead_frames existed: the key is missing, its default applies
+        for file in (base / "checkpoints").glob("*.pt"):
+            ckpt = load_checkpoint(file)
+            del ckpt["generator_config"]["lookahead_frames"]
+            save_checkpoint(file, ckpt)
     small, _ = load_generator(base / "checkpoints" / "latest.pt")
     wide = tmp_path / "wide"
     # a learning rate of ~0 keeps the grown model what the init made it

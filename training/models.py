@@ -45,6 +45,7 @@ class LowLatConfig:
     gru_layers: int = 1
     band_gru: int = 0  # hidden size of a per-band GRU over time at the bottleneck (0: none)
     past_frames: int = 0  # past frames seen by the input layer and filtered by the output (a deep filter; 0: none)
+    lookahead_frames: int = 0  # future frames seen and filtered likewise; each adds one hop of latency (0: causal)
     dropout: float = 0.0
     compress: float = 0.3  # magnitude compression exponent of the input features
     mask_bound: float = 1.0  # the complex mask's magnitude is bound to [0, mask_bound)
@@ -85,14 +86,15 @@ def torch_window(name: str, length: int) -> torch.Tensor:
     return torch.from_numpy(np_window(name, length))
 
 
-def frame_signal(x: torch.Tensor, window: int, hop: int) -> tuple[torch.Tensor, int]:
+def frame_signal(x: torch.Tensor, window: int, hop: int, lookahead: int = 0) -> tuple[torch.Tensor, int]:
     """Frame ``x`` [B, T] exactly as the streaming engine does: ``window - hop`` zeros in front, hop-spaced frames.
 
     Returns frames [B, N, window] and the padded length. Frame k covers input samples [k*hop - L, k*hop + hop)
-    with L = window - hop, so the overlap-added output, trimmed by L, is aligned with the input.
+    with L = window - hop, so the overlap-added output, trimmed by L (+ the model's ``lookahead`` samples), is
+    aligned with the input; ``lookahead`` more zeros at the end let such a model emit the last frames.
     """
     lat = window - hop
-    total = x.shape[-1] + 2 * lat
+    total = x.shape[-1] + 2 * lat + lookahead
     n = max(1, math.ceil((total - window) / hop) + 1)
     padded = (n - 1) * hop + window
     xp = F.pad(x, (lat, padded - x.shape[-1] - lat))
@@ -147,7 +149,7 @@ class FrameGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Enhance a whole pre-emphasised signal: x [B, T] -> [B, T], aligned with x (latency compensated)."""
         t = x.shape[-1]
-        frames, length = frame_signal(x, self.window, self.hop)
+        frames, length = frame_signal(x, self.window, self.hop, self.lookahead)
         out, _ = self.forward_frames(frames * self.win_a)
         y = overlap_add(out * self.win_s, self.hop, length)
         lat = self.latency_samples
@@ -204,14 +206,24 @@ class LowLatGenerator(FrameGenerator):
         # 31 Hz wide cannot separate a harmonic from the noise beside it within one frame, but a filter over time
         # can follow its phase. Both additions start at zero (a model without them fine-tunes into one with them
         # from its exact output) and cost no latency; the P past spectra are a third recurrent state.
-        p = cfg.past_frames
-        if p and not c0:
-            raise ConfigError("generator.past_frames needs full_res_channels > 0 (the filter taps come from the head).",
-                              "set generator.full_res_channels (e.g. 16) or past_frames 0.")
+        # Lookahead (``lookahead_frames`` = L) extends the same window forward: the network works on the frame L
+        # hops back, its input layer also sees the L newer frames and its filter gets L taps on them. Latency grows
+        # by L hops; a causal model fine-tunes into one with lookahead from its exact (delayed) output, since the
+        # future paths start at zero too.
+        p, la = cfg.past_frames, cfg.lookahead_frames
+        if p < 0 or la < 0:
+            raise ConfigError(f"generator.past_frames ({p}) and lookahead_frames ({la}) cannot be negative.",
+                              "set them to 0 or more.")
+        if (p or la) and not c0:
+            raise ConfigError("generator.past_frames and lookahead_frames need full_res_channels > 0 (the filter "
+                              "taps come from the head).", "set generator.full_res_channels (e.g. 16), or both to 0.")
+        self.lookahead = la * cfg.hop
         self.ctx_inp = nn.Conv1d(3 * p, c0, cfg.kernel, padding=pad, bias=False) if p else None
         self.df_head = nn.Conv1d(2 * c0, 2 * p, cfg.kernel, padding=pad) if p else None
+        self.fut_inp = nn.Conv1d(3 * la, c0, cfg.kernel, padding=pad, bias=False) if la else None
+        self.fut_head = nn.Conv1d(2 * c0, 2 * la, cfg.kernel, padding=pad) if la else None
         # the additive paths above start at zero, so fine-tuning begins from the old model's exact output
-        for layer in (self.band_out, self.ctx_inp, self.df_head):
+        for layer in (self.band_out, self.ctx_inp, self.df_head, self.fut_inp, self.fut_head):
             if layer is not None:
                 with torch.no_grad():
                     for t in layer.parameters():
@@ -236,9 +248,15 @@ class LowLatGenerator(FrameGenerator):
         spec = [("h_in", "h_out", (self.cfg.gru_layers, self.cfg.gru_hidden))]
         if self.cfg.band_gru:
             spec.append(("hb_in", "hb_out", (self.lengths[-1], self.cfg.band_gru)))
-        if self.cfg.past_frames:
-            spec.append(("past_in", "past_out", (self.cfg.past_frames, 2 * self.bins)))
+        if self.context:
+            spec.append(("past_in", "past_out", (self.context, 2 * self.bins)))
         return spec
+
+    @property
+    def context(self) -> int:
+        """Frames besides the one being enhanced in each filter window (past + lookahead); the state keeps the
+        newest ``context`` spectra."""
+        return self.cfg.past_frames + self.cfg.lookahead_frames
 
     def _features(self, spec: torch.Tensor) -> torch.Tensor:
         """Complex spectra [..., 2F] -> input features [..., 3, F]: compressed magnitude and the compressed complex."""
@@ -257,8 +275,9 @@ class LowLatGenerator(FrameGenerator):
         return mr * gain, mi * gain
 
     def _windows(self, seq: torch.Tensor, n: int, one_hop: bool) -> torch.Tensor:
-        """[B, P+N, D] -> [B*N, P+1, D]: for each of the last n frames, it and the P frames before it, oldest first."""
-        b, p = seq.shape[0], self.cfg.past_frames
+        """[B, P+N, D] -> [B*N, P+1, D]: for each of the last n frames, it and the P = ``context`` frames before it,
+        oldest first."""
+        b, p = seq.shape[0], self.context
         if one_hop:  # n == 1 (the exported graph): the sequence is the window, no slicing
             return seq.reshape(b, p + 1, seq.shape[-1])
         return torch.stack([seq[:, k:k + n] for k in range(p + 1)], 2).reshape(b * n, p + 1, seq.shape[-1])
@@ -271,21 +290,22 @@ class LowLatGenerator(FrameGenerator):
     def forward_frames(self, frames: torch.Tensor, state: list[torch.Tensor] | None = None, one_hop: bool = False
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, n, w = frames.shape
-        p, f = self.cfg.past_frames, self.bins
+        p, f = self.context, self.bins
         spec = frames.reshape(b * n, w) @ self.dft  # [BN, 2F]
         slot = 1 + (1 if self.cfg.band_gru else 0)  # where the past spectra sit in the state list
-        if self.ctx_inp is not None:
-            # the window of frames t-p .. t of each frame t, oldest first: the state's p past spectra, then this
-            # call's n. Features are computed once per frame and windowed; one convolution (the input layer's
-            # and the past frames' weights side by side) reads the window, and one complex filter of p + 1 taps
-            # (the past frames' taps, then the current frame's mask) is applied to it below.
+        if p:
+            # the window of frames t-p .. t of each newest frame t, oldest first: the state's p past spectra, then
+            # this call's n; the frame enhanced is the one lookahead_frames before the newest. Features are
+            # computed once per frame and windowed; one convolution (the past frames', the enhanced frame's and the
+            # future frames' weights side by side) reads the window, and one complex filter of p + 1 taps (past
+            # taps, the enhanced frame's mask, future taps) is applied to it below.
             past = state[slot] if state else spec.new_zeros(b, p, 2 * f)
             seq = torch.cat([past, spec.reshape(b, n, 2 * f)], 1)  # [B, P+N, 2F]
             seq_feats = self._features(seq).reshape(b, p + n, 3 * f)
             win_spec = self._windows(seq, n, one_hop)  # [BN, P+1, 2F]
             win_feats = self._windows(seq_feats, n, one_hop)  # [BN, P+1, 3F]
             conv, act = self.inp[0], self.inp[1]
-            weight = torch.cat([self.ctx_inp.weight, conv.weight], 1)
+            weight = torch.cat([m.weight for m in (self.ctx_inp, conv, self.fut_inp) if m is not None], 1)
             h = act(F.conv1d(win_feats.reshape(b * n, 3 * (p + 1), f), weight, conv.bias, padding=conv.padding))
         else:
             h = self.inp(self._features(spec))  # [BN, C0, F]
@@ -309,10 +329,11 @@ class LowLatGenerator(FrameGenerator):
         h = self.from_rnn(self.drop(z)).reshape(b * n, c, length)
         for layer, skip in zip(self.dec, reversed(skips)):
             h = layer(torch.cat([h, skip], 1))
-        if self.df_head is not None and self.head is not None:
+        if p and self.head is not None:
             # one head for all p + 1 taps; each tap is bound like the mask, and the filtered window is summed
-            weight = torch.cat([self.df_head.weight, self.head.weight], 0)
-            bias = torch.cat([self.df_head.bias, self.head.bias], 0)
+            heads = [m for m in (self.df_head, self.head, self.fut_head) if m is not None]
+            weight = torch.cat([m.weight for m in heads], 0)
+            bias = torch.cat([m.bias for m in heads], 0)
             taps = F.conv1d(torch.cat([h, top], 1), weight, bias, padding=self.head.padding)
             tr, ti = self._bounded(taps.reshape(b * n, p + 1, 2, f), self.cfg.mask_bound)  # [BN, P+1, F] each
             xr, xi = win_spec[..., :f], win_spec[..., f:]

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from realtime.dsp import deemphasis as np_deemphasis
 from realtime.dsp import preemphasis as np_preemphasis
-from realtime.errors import CheckpointError, DenoiseError, DeviceError, ModelError
+from realtime.errors import CheckpointError, ConfigError, DenoiseError, DeviceError, ModelError
 from training import checkpoint as ckpt_io
 from training.config import TrainConfig, apply_overrides, load_config, mix_config, preset_defaults
 from training.distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
@@ -58,6 +58,7 @@ from training.models import (
     FrameGenerator,
     build_generator,
     config_dict,
+    make_config,
     make_discriminator_config,
 )
 from training.widen import grow_into, growable_difference
@@ -317,7 +318,13 @@ class Trainer:
             raise TrainingError(f"run.init: {file} holds a {meta['preset']!r} generator, this run trains "
                                 f"{self.cfg.preset!r}.", f"initialise from a {self.cfg.preset} checkpoint or drop --init.")
         parts = []
-        src_cfg, own_cfg = dict(meta.get("generator_config") or {}), config_dict(self.g_core.cfg)
+        own_cfg = config_dict(self.g_core.cfg)
+        src_cfg = dict(meta.get("generator_config") or {})
+        if src_cfg:  # a key added since the source was written takes its default, as when that model is loaded
+            try:
+                src_cfg = config_dict(make_config(self.cfg.preset, src_cfg))
+            except ConfigError:
+                pass  # a config this version cannot read: compare as written (the shape-matching copy decides)
         grow: list[str] = []
         if src_cfg and src_cfg != own_cfg:
             try:
