@@ -69,24 +69,23 @@ def with_band_memory(gen: LowLatGenerator) -> LowLatGenerator:
     return gen
 
 
-def with_past_frames(gen: LowLatGenerator) -> LowLatGenerator:
-    """Give the zero-initialised past-frame input layer and filter taps random weights, so the path matters."""
-    assert gen.ctx_inp is not None and gen.df_head is not None
+def with_random(gen: LowLatGenerator, *layers: str) -> LowLatGenerator:
+    """Give zero-initialised fine-tuning layers (input layer, filter taps) random weights, so their path matters."""
     with torch.no_grad():
-        gen.ctx_inp.weight.normal_(0.0, 0.3)
-        gen.df_head.weight.normal_(0.0, 0.3)
-        gen.df_head.bias.normal_(0.0, 0.3)
+        for name in layers:
+            layer = getattr(gen, name)
+            assert layer is not None, name
+            for t in layer.parameters():
+                t.normal_(0.0, 0.3)
     return gen
+
+
+def with_past_frames(gen: LowLatGenerator) -> LowLatGenerator:
+    return with_random(gen, "ctx_inp", "df_head")
 
 
 def with_lookahead(gen: LowLatGenerator) -> LowLatGenerator:
-    """Give the zero-initialised future-frame input layer and filter taps random weights, so the path matters."""
-    assert gen.fut_inp is not None and gen.fut_head is not None
-    with torch.no_grad():
-        gen.fut_inp.weight.normal_(0.0, 0.3)
-        gen.fut_head.weight.normal_(0.0, 0.3)
-        gen.fut_head.bias.normal_(0.0, 0.3)
-    return gen
+    return with_random(gen, "fut_inp", "fut_head")
 
 
 @pytest.mark.parametrize("band_gru, past_frames, lookahead", [(0, 0, 0), (6, 0, 0), (0, 2, 0), (6, 3, 0), (6, 2, 1),
