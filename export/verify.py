@@ -213,7 +213,7 @@ def verify_export(path: Path, generator: FrameGenerator, hops: int | None = None
     spec = parse_metadata({p.key: p.value for p in model.metadata_props}, source=source)
     ops = check_graph(model, spec, source)
     hops = hops or default_hops(spec)
-    n = hops * spec.hop - (spec.window - spec.hop)  # frame_signal pads window - hop on both sides
+    n = hops * spec.hop - spec.latency_samples  # frame_signal pads window - hop on both sides, + the lookahead
     audio, names = verification_signals(max(n, spec.hop), spec.sample_rate)
     frames = model_frames(generator, audio, spec.preemphasis)
     # A small model's calls are dominated by per-operator overhead, which extra threads only add to (and they
