@@ -362,12 +362,69 @@ def _score(clean: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> dict[s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricWarning)
         scores = [score_pair(c, o, EVAL_RATE) for c, o in zip(clean, outputs)]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"per_pair": {}}
     for m in METRIC_NAMES:
         values = np.array([s[m] for s in scores], dtype=np.float64)
         out[m] = None if np.all(np.isnan(values)) else float(np.nanmean(values))
+        out["per_pair"][m] = [None if math.isnan(v) else float(v) for v in values]
         if np.any(np.isnan(values)):
             out.setdefault("nan_counts", {})[m] = int(np.isnan(values).sum())
+    return out
+
+
+def _values(row: dict[str, Any], metric: str) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in row["per_pair"][metric]], dtype=np.float64)
+
+
+def by_snr(doc: dict[str, Any], metrics: Sequence[str] = ("pesq", "stoi")) -> dict[str, dict[float, dict[str, Any]]]:
+    """Per scored row (by key), per SNR of the pairs (meta.jsonl ``snr_db``): the mean of each metric.
+
+    Empty when the pairs carry no SNR. NaN scores are left out of a mean (None when every one is NaN)."""
+    snrs = doc.get("snr_db") or []
+    if not snrs or any(s is None for s in snrs):
+        return {}
+    levels = sorted(set(snrs))
+    out: dict[str, dict[float, dict[str, Any]]] = {}
+    for row in doc["rows"]:
+        if row["status"] != "ok":
+            continue
+        out[row["key"]] = {}
+        for level in levels:
+            pick = np.array([s == level for s in snrs])
+            cell: dict[str, Any] = {}
+            for m in metrics:
+                v = _values(row, m)[pick]
+                cell[m] = None if np.all(np.isnan(v)) else float(np.nanmean(v))
+            out[row["key"]][level] = cell
+    return out
+
+
+def paired(doc: dict[str, Any], reference: str = "ours", metrics: Sequence[str] = ("pesq", "stoi"),
+           resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """``reference`` minus each other scored tool, pair by pair: the mean difference and its 95% bootstrap
+    interval (pairs resampled with replacement, fixed seed), and the share of pairs where ``reference`` scores higher.
+
+    An interval that excludes 0 says the difference holds beyond the sampling of these pairs; one that spans 0 says
+    this set cannot tell the two apart. Pairs where either score is NaN are left out."""
+    rows = {row["key"]: row for row in doc["rows"] if row["status"] == "ok" and "per_pair" in row}
+    if reference not in rows:
+        return {}
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, row in rows.items():
+        if key in (reference, "noisy"):
+            continue
+        out[key] = {}
+        for m in metrics:
+            diff = _values(rows[reference], m) - _values(row, m)
+            diff = diff[~np.isnan(diff)]
+            if diff.size == 0:
+                continue
+            draws = rng.integers(0, diff.size, size=(resamples, diff.size))
+            means = diff[draws].mean(axis=1)
+            low, high = np.percentile(means, [2.5, 97.5])
+            out[key][m] = {"mean": float(diff.mean()), "low": float(low), "high": float(high),
+                           "wins": float(np.mean(diff > 0)), "pairs": int(diff.size)}
     return out
 
 
@@ -433,6 +490,7 @@ def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | N
     noisy = [n for _, n in clips]
     seconds = sum(c.shape[0] for c in clean) / EVAL_RATE
     log(f"{len(clips)} pairs, {seconds:.0f} s of audio from {pair_set.root}")
+    snr_db = [p.meta.get("snr_db") for p in pair_set.pairs]
     rows: list[dict[str, Any]] = [{"name": "noisy input (no processing)", "key": "noisy", "status": "ok",
                                    **_score(clean, noisy)}]
     for entry in entries(model, segan):
@@ -466,6 +524,8 @@ def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | N
         "data": str(pair_set.root),
         "speaker": speaker,
         "pairs": len(clips),
+        "pair_names": [p.name for p in pair_set.pairs],
+        "snr_db": [None if v is None else float(v) for v in snr_db],
         "seconds": round(seconds, 3),
         "threads": 1,
         "core": core,
@@ -480,7 +540,10 @@ def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | N
             "rtf": "summed per-hop compute time ÷ audio duration streamed, one thread, one core, in each tool's own "
                    "frame loop (resampling for 48 kHz tools excluded)",
             "hop_p99_ms": "99th percentile of the time of one hop's call",
-            "scores": "PESQ-WB, STOI, SI-SDR at 16 kHz against clean, means over the pairs",
+            "scores": "PESQ-WB, STOI, SI-SDR at 16 kHz against clean, means over the pairs (per pair under "
+                      "each row's per_pair)",
+            "paired": "our model minus a tool, pair by pair: mean, 95% bootstrap interval over the pairs "
+                      "(2000 resamples), share of pairs where ours scores higher",
         },
         "rows": rows,
     }
@@ -526,9 +589,40 @@ def markdown(doc: dict[str, Any]) -> str:
     for counts, names in undefined.items():
         notes.append(f"Undefined scores (NaN, left out of the means): {counts}, for "
                      f"{'every row' if len(names) == sum(r['status'] == 'ok' for r in doc['rows']) else ', '.join(names)}.")
+    lines += _snr_table(doc) + _paired_table(doc)
     lines += ["", "Definitions:"] + [f"- **{k}**: {v}." for k, v in doc["definitions"].items()]
     lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _snr_table(doc: dict[str, Any]) -> list[str]:
+    table = by_snr(doc)
+    if not table:
+        return []
+    names = {row["key"]: row["name"] for row in doc["rows"]}
+    levels = sorted(next(iter(table.values())))
+    header = ["tool"] + [f"{level:+g} dB" for level in levels]
+    lines = ["", "PESQ-WB / STOI by input SNR:", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    for key, cells in table.items():
+        lines.append("| " + " | ".join([names[key]] + [f"{_cell(cells[lv]['pesq'], 3)} / {_cell(cells[lv]['stoi'], 3)}"
+                                                         for lv in levels]) + " |")
+    return lines
+
+
+def _paired_table(doc: dict[str, Any]) -> list[str]:
+    diffs = paired(doc)
+    if not diffs:
+        return []
+    names = {row["key"]: row["name"] for row in doc["rows"]}
+    ours = names["ours"]
+    lines = ["", f"{ours} minus each tool, pair by pair (mean [95% bootstrap interval], share of pairs ours wins):", "",
+             "| tool | PESQ-WB | STOI |", "|---|---|---|"]
+    for key, d in diffs.items():
+        cells = [(f"{d[m]['mean']:+.3f} [{d[m]['low']:+.3f}, {d[m]['high']:+.3f}], {d[m]['wins']:.0%}" if m in d
+                  else "–") for m in ("pesq", "stoi")]
+        lines.append(f"| {names[key]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

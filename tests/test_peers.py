@@ -75,3 +75,53 @@ def test_missing_package_is_a_row(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     table = peers.markdown(doc)
     assert any(line.startswith("| RNNoise") and "| not installed |" in line for line in table.splitlines())
     assert "pip install pyrnnoise" in table
+
+
+def _doc(ours: list, other: list, snrs: list) -> dict:
+    def row(key: str, stoi: list) -> dict:
+        return {"key": key, "name": key.upper(), "status": "ok",
+                "per_pair": {"pesq": [None if s is None else 1.0 + s for s in stoi], "stoi": list(stoi), "si_sdr": [0.0] * len(stoi)}}
+    return {"snr_db": snrs, "rows": [row("noisy", [0.5] * len(ours)), row("ours", ours), row("peer", other),
+                                     {"key": "gone", "name": "GONE", "status": "not installed"}]}
+
+
+def test_paired_difference_and_its_interval() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.6, 0.9, 60)
+    # A consistent +0.01 (with a little spread) is told apart from no difference at all.
+    clear = peers.paired(_doc(list(base + 0.01 + rng.normal(0, 0.002, 60)), list(base), [0.0] * 60))
+    stoi = clear["peer"]["stoi"]
+    assert stoi["mean"] == pytest.approx(0.01, abs=0.002) and 0 < stoi["low"] < stoi["mean"] < stoi["high"]
+    assert stoi["wins"] > 0.95 and stoi["pairs"] == 60 and set(clear) == {"peer"}  # noisy / missing rows skipped
+    noise = rng.normal(0, 0.01, 60)
+    unclear = peers.paired(_doc(list(base + noise - noise.mean()), list(base), [0.0] * 60))["peer"]["stoi"]
+    assert unclear["low"] < 0 < unclear["high"]
+    # A NaN score on either side drops that pair; no reference row, no comparison.
+    with_nan = _doc([0.9, None, 0.8], [0.7, 0.7, None], [0.0] * 3)
+    assert peers.paired(with_nan)["peer"]["stoi"] == pytest.approx(
+        {"mean": 0.2, "low": 0.2, "high": 0.2, "wins": 1.0, "pairs": 1})
+    assert peers.paired({"rows": [r for r in with_nan["rows"] if r["key"] != "ours"]}) == {}
+
+
+def test_scores_by_snr() -> None:
+    doc = _doc([0.9, 0.8, 0.7, 0.6], [0.5, 0.6, 0.7, 0.8], [0.0, 5.0, 0.0, 5.0])
+    table = peers.by_snr(doc)
+    assert table["ours"][0.0]["stoi"] == pytest.approx(0.8) and table["peer"][5.0]["stoi"] == pytest.approx(0.7)
+    assert table["ours"][5.0]["pesq"] == pytest.approx(1.7) and set(table) == {"noisy", "ours", "peer"}
+    assert peers.by_snr(_doc([0.9], [0.5], [None])) == {}  # pairs without an SNR: no table
+    text = "\n".join(peers._snr_table(doc) + peers._paired_table(doc))
+    assert "| OURS | 1.800 / 0.800 | 1.700 / 0.700 |" in text and "| PEER | +0.100 [" in text
+
+
+def test_benchmark_keeps_per_pair_scores_and_snrs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_eval import SNRS, make_pairs
+
+    make_pairs(tmp_path, count=4)
+    model = gain_model(tmp_path / "gain.onnx", gain=0.5)
+    monkeypatch.setattr(peers, "_pin_one_core", lambda: None)
+    doc = peers.benchmark(tmp_path, model, None, None, {"ours"}, log=lambda msg: None)
+    assert doc["snr_db"] == [float(SNRS[i % len(SNRS)]) for i in range(4)] and doc["pair_names"][0] == "p00"
+    ours = next(r for r in doc["rows"] if r["key"] == "ours")
+    assert len(ours["per_pair"]["stoi"]) == 4
+    assert ours["stoi"] == pytest.approx(np.mean(ours["per_pair"]["stoi"]))
+    assert "by input SNR" in peers.markdown(doc)
