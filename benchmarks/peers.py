@@ -47,7 +47,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from evaluation.evaluate import find_pairs, load_pair
+from evaluation.evaluate import SNR_KEY, _nanmean, find_pairs, load_pair
 from evaluation.metrics import METRIC_NAMES, MetricWarning, align, score_pair
 from realtime.errors import DenoiseError
 
@@ -393,8 +393,7 @@ def by_snr(doc: dict[str, Any], metrics: Sequence[str] = ("pesq", "stoi")) -> di
             pick = np.array([s == level for s in snrs])
             cell: dict[str, Any] = {}
             for m in metrics:
-                v = _values(row, m)[pick]
-                cell[m] = None if np.all(np.isnan(v)) else float(np.nanmean(v))
+                cell[m] = _nanmean(_values(row, m)[pick])
             out[row["key"]][level] = cell
     return out
 
@@ -490,7 +489,7 @@ def benchmark(data: Path, model: Path | None, segan: Path | None, limit: int | N
     noisy = [n for _, n in clips]
     seconds = sum(c.shape[0] for c in clean) / EVAL_RATE
     log(f"{len(clips)} pairs, {seconds:.0f} s of audio from {pair_set.root}")
-    snr_db = [p.meta.get("snr_db") for p in pair_set.pairs]
+    snr_db = [p.meta.get(SNR_KEY) for p in pair_set.pairs]
     rows: list[dict[str, Any]] = [{"name": "noisy input (no processing)", "key": "noisy", "status": "ok",
                                    **_score(clean, noisy)}]
     for entry in entries(model, segan):
