@@ -47,7 +47,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from evaluation.evaluate import SNR_KEY, _nanmean, find_pairs, load_pair
+from evaluation.evaluate import SNR_KEY, find_pairs, load_pair, nanmean, snr_labels
 from evaluation.metrics import METRIC_NAMES, MetricWarning, align, score_pair
 from realtime.errors import DenoiseError
 
@@ -376,25 +376,22 @@ def _values(row: dict[str, Any], metric: str) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in row["per_pair"][metric]], dtype=np.float64)
 
 
-def by_snr(doc: dict[str, Any], metrics: Sequence[str] = ("pesq", "stoi")) -> dict[str, dict[float, dict[str, Any]]]:
-    """Per scored row (by key), per SNR of the pairs (meta.jsonl ``snr_db``): the mean of each metric.
+def by_snr(doc: dict[str, Any], metrics: Sequence[str] = ("pesq", "stoi")) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per scored row (by key), per SNR group of the pairs (meta.jsonl ``snr_db``): the mean of each metric.
 
-    Empty when the pairs carry no SNR. NaN scores are left out of a mean (None when every one is NaN)."""
+    Groups are labelled as ``denoise eval`` labels them: the SNRs themselves when there are few distinct ones (a
+    corpus's 0/5/10/15 dB), else 5 dB bins (a VoiceBank-style set), in ascending order. Empty when the pairs carry no
+    SNR. NaN scores are left out of a mean (None when every one is NaN)."""
     snrs = doc.get("snr_db") or []
     if not snrs or any(s is None for s in snrs):
         return {}
-    levels = sorted(set(snrs))
-    out: dict[str, dict[float, dict[str, Any]]] = {}
+    order, label = snr_labels([float(s) for s in snrs])
+    groups = np.array([label(float(s)) for s in snrs])
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for row in doc["rows"]:
         if row["status"] != "ok":
             continue
-        out[row["key"]] = {}
-        for level in levels:
-            pick = np.array([s == level for s in snrs])
-            cell: dict[str, Any] = {}
-            for m in metrics:
-                cell[m] = _nanmean(_values(row, m)[pick])
-            out[row["key"]][level] = cell
+        out[row["key"]] = {g: {m: nanmean(_values(row, m)[groups == g]) for m in metrics} for g in order}
     return out
 
 
@@ -599,8 +596,8 @@ def _snr_table(doc: dict[str, Any]) -> list[str]:
     if not table:
         return []
     names = {row["key"]: row["name"] for row in doc["rows"]}
-    levels = sorted(next(iter(table.values())))
-    header = ["tool"] + [f"{level:+g} dB" for level in levels]
+    levels = list(next(iter(table.values())))
+    header = ["tool"] + [f"{level} dB" for level in levels]
     lines = ["", "PESQ-WB / STOI by input SNR:", "", "| " + " | ".join(header) + " |",
              "|" + "|".join("---" for _ in header) + "|"]
     for key, cells in table.items():

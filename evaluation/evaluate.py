@@ -281,7 +281,7 @@ class ScorePool:
             self._pool = None
 
 
-def _nanmean(values: Iterable[float]) -> float | None:
+def nanmean(values: Iterable[float]) -> float | None:
     arr = np.asarray(list(values), dtype=np.float64)
     if arr.size == 0 or np.all(np.isnan(arr)):
         return None
@@ -292,7 +292,7 @@ def _aggregate(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dic
     """Means (NaNs skipped and counted) of the noisy and enhanced scores of ``rows``, and their difference."""
     out: dict[str, Any] = {"n": len(rows)}
     for side in ("noisy", "enhanced"):
-        out[side] = {m: _nanmean(r[side][m] for r in rows) for m in metrics}
+        out[side] = {m: nanmean(r[side][m] for r in rows) for m in metrics}
     out["delta"] = {m: (None if out["noisy"][m] is None or out["enhanced"][m] is None
                         else out["enhanced"][m] - out["noisy"][m]) for m in metrics}
     nan = {f"{side}.{m}": sum(1 for r in rows if math.isnan(r[side][m]))
@@ -301,7 +301,7 @@ def _aggregate(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dic
     return out
 
 
-def _snr_labels(values: Sequence[float]) -> tuple[list[str], Callable[[float], str]]:
+def snr_labels(values: Sequence[float]) -> tuple[list[str], Callable[[float], str]]:
     """Group labels for SNRs: the values themselves when few, else 5 dB bins ``[lo, hi)``."""
     distinct = sorted(set(values))
     if len(distinct) <= MAX_SNR_LEVELS:
@@ -325,7 +325,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict
     """
     out: dict[str, Any] = {"overall": _aggregate(rows, metrics)}
     if rows and all(isinstance(r.get(SNR_KEY), (int, float)) for r in rows):
-        order, label = _snr_labels([float(r[SNR_KEY]) for r in rows])
+        order, label = snr_labels([float(r[SNR_KEY]) for r in rows])
         out["by_snr"] = {g: _aggregate([r for r in rows if label(float(r[SNR_KEY])) == g], metrics) for g in order}
     for key in GROUP_KEYS:
         if rows and all(r.get(key) not in (None, "") for r in rows):

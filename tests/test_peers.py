@@ -106,8 +106,12 @@ def test_paired_difference_and_its_interval() -> None:
 def test_scores_by_snr() -> None:
     doc = _doc([0.9, 0.8, 0.7, 0.6], [0.5, 0.6, 0.7, 0.8], [0.0, 5.0, 0.0, 5.0])
     table = peers.by_snr(doc)
-    assert table["ours"][0.0]["stoi"] == pytest.approx(0.8) and table["peer"][5.0]["stoi"] == pytest.approx(0.7)
-    assert table["ours"][5.0]["pesq"] == pytest.approx(1.7) and set(table) == {"noisy", "ours", "peer"}
+    assert table["ours"]["0"]["stoi"] == pytest.approx(0.8) and table["peer"]["5"]["stoi"] == pytest.approx(0.7)
+    assert table["ours"]["5"]["pesq"] == pytest.approx(1.7) and set(table) == {"noisy", "ours", "peer"}
+    # Many distinct SNRs (a VoiceBank-style set) fall into 5 dB bins, in ascending order, as `denoise eval` groups them.
+    snrs = [-1.0 + 1.37 * i for i in range(14)]
+    binned = peers.by_snr(_doc([0.9] * 14, [0.5] * 14, snrs))["ours"]
+    assert list(binned) == ["[-5, 0)", "[0, 5)", "[5, 10)", "[10, 15)", "[15, 20)"]
     assert peers.by_snr(_doc([0.9], [0.5], [None])) == {}  # pairs without an SNR: no table
     text = "\n".join(peers._snr_table(doc) + peers._paired_table(doc))
     assert "| OURS | 1.800 / 0.800 | 1.700 / 0.700 |" in text and "| PEER | +0.100 [" in text

@@ -140,6 +140,21 @@ def test_compressed_spectral_loss_is_zero_on_identity_and_grows_with_noise() -> 
     assert 0 < float(small[0]) < float(large[0]) and 0 < float(small[1]) < float(large[1])
 
 
+def test_under_suppression_term_charges_removed_speech_not_residual_noise() -> None:
+    loss = losses.CompressedSpectralLoss(fft=128, hop=32)
+    x = torch.randn(2, 2048)
+    assert float(loss.under_suppression(x, x)) < 1e-8
+    # too much left in (louder than clean) costs nothing; the same error as removal costs, and more removal more
+    assert float(loss.under_suppression(1.5 * x, x)) == 0.0
+    removed, more_removed = loss.under_suppression(0.5 * x, x), loss.under_suppression(0.1 * x, x)
+    assert 0 < float(removed) < float(more_removed)
+    # where it applies it equals the magnitude half of the symmetric term
+    assert float(removed) == pytest.approx(float(loss(0.5 * x, x)[1]), rel=1e-5)
+    est = (0.5 * x).requires_grad_()
+    loss.under_suppression(est, x).backward()
+    assert est.grad is not None and torch.isfinite(est.grad).all() and float(est.grad.abs().sum()) > 0
+
+
 def test_stoi_loss_tracks_the_evaluation_metric() -> None:
     from pystoi import stoi
     from synth_speech import add_noise, speechlike
@@ -197,9 +212,9 @@ def test_spectral_losses_on_deemphasised_audio_train_and_differ(tmp_path: Path) 
     for flag in (False, True):
         run = tmp_path / f"run_{flag}"
         train(tiny_config("run.max_steps=1", "loss.weights.cspec=10", "loss.weights.sisdr=1", "loss.weights.stoi=10",
-                          f"loss.spectral_deemphasis={str(flag).lower()}"), data, run)
+                          "loss.weights.asym=10", f"loss.spectral_deemphasis={str(flag).lower()}"), data, run)
         logs[flag] = read_log(run)[0]
-    assert all(np.isfinite(logs[True][k]) for k in ("g_cspec", "g_stft", "g_sisdr", "g_stoi"))
+    assert all(np.isfinite(logs[True][k]) for k in ("g_cspec", "g_asym", "g_stft", "g_sisdr", "g_stoi"))
     assert logs[True]["g_l1"] == logs[False]["g_l1"]  # the L1 stays in the pre-emphasised domain
     assert logs[True]["g_cspec"] != logs[False]["g_cspec"]
 

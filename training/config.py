@@ -36,7 +36,7 @@ ADV_LOSSES = ("lsgan", "hinge", "nonsat")
 OPTIMIZERS = ("adam", "rmsprop")
 SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
-LOSS_TERMS = ("adv", "l1", "stft", "cspec", "sisdr", "stoi", "feat")
+LOSS_TERMS = ("adv", "l1", "stft", "cspec", "asym", "sisdr", "stoi", "feat")
 
 
 @dataclass
@@ -46,13 +46,15 @@ class LossConfig:
     adv: adversarial objective, one of ``lsgan`` (least squares), ``hinge``, ``nonsat`` (non-saturating BCE).
     weights: ``adv`` (adversarial), ``l1`` (conditional L1 on the waveform), ``stft`` (multi-resolution STFT:
         spectral convergence + log magnitude), ``cspec`` (MSE of power-0.3 compressed complex and magnitude
-        spectra), ``sisdr`` (negative SI-SDR in dB), ``stoi`` (1 − a differentiable STOI, see
+        spectra), ``asym`` (the same compressed magnitude error counted only where the estimate falls below the clean
+        speech: a speech-distortion penalty that trades residual noise for intelligibility at low SNR), ``sisdr``
+        (negative SI-SDR in dB), ``stoi`` (1 − a differentiable STOI, see
         :class:`training.losses.STOILoss`), ``feat`` (L1 feature matching on D's hidden layers).
     stft_resolutions: (fft size, hop, window length) of each STFT resolution.
     adv_warmup: steps with neither adversarial loss nor discriminator updates at the start of a run.
     preemphasis: coefficient applied before G and D; the L1 and adversarial terms are computed in the
         pre-emphasised domain (as in SEGAN).
-    spectral_deemphasis: compute the ``stft``, ``cspec``, ``sisdr`` and ``stoi`` terms on de-emphasised signals (the audio the listener
+    spectral_deemphasis: compute the ``stft``, ``cspec``, ``asym``, ``sisdr`` and ``stoi`` terms on de-emphasised signals (the audio the listener
         hears). Pre-emphasis at 0.95 weights 300 Hz 21 dB below 4 kHz, so in its domain the spectral losses
         neglect the band that carries most speech energy (and most of PESQ and STOI).
     """

@@ -175,6 +175,16 @@ class CompressedSpectralLoss(nn.Module):
         ref_c, ref_m = self._compressed(target)
         return F.mse_loss(est_c, ref_c), F.mse_loss(est_m, ref_m)
 
+    def under_suppression(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The asymmetric half of the magnitude term: mean of ``relu(|S|^c - |Ŝ|^c)^2``, zero wherever the estimate
+        keeps at least the clean magnitude.
+
+        It charges only speech the model removed (over-suppression, the distortion that costs intelligibility at low
+        SNR), not noise it left in, so adding it shifts the trade-off towards keeping weak speech."""
+        _, est_m = self._compressed(estimate)
+        _, ref_m = self._compressed(target)
+        return torch.mean(torch.relu(ref_m - est_m) ** 2)
+
 
 # --------------------------------------------------------------------------------------------------- STOI
 class STOILoss(nn.Module):

@@ -447,7 +447,7 @@ class Trainer:
             if w.get("l1", 0.0) > 0:
                 terms["l1"] = torch.mean(torch.abs(fake.float() - y))
             spec_est, spec_ref = fake.float(), y
-            if c.loss.spectral_deemphasis and any(w.get(k, 0.0) > 0 for k in ("stft", "cspec", "sisdr", "stoi")):
+            if c.loss.spectral_deemphasis and any(w.get(k, 0.0) > 0 for k in ("stft", "cspec", "asym", "sisdr", "stoi")):
                 spec_est, spec_ref = deemphasis(spec_est, c.loss.preemphasis), clean.to(self.device).float()
             if w.get("stft", 0.0) > 0:
                 sc, mag = self.stft(spec_est, spec_ref)
@@ -456,6 +456,8 @@ class Trainer:
             if w.get("cspec", 0.0) > 0:
                 cplx, cmag = self.cspec(spec_est, spec_ref)
                 terms["cspec"] = 0.3 * cplx + 0.7 * cmag
+            if w.get("asym", 0.0) > 0:
+                terms["asym"] = self.cspec.under_suppression(spec_est, spec_ref)
             if w.get("sisdr", 0.0) > 0:
                 terms["sisdr"] = neg_si_sdr(spec_est, spec_ref)
             if w.get("stoi", 0.0) > 0:
@@ -719,7 +721,7 @@ def threading_is_main() -> bool:
 
 
 def _summary(record: dict[str, Any]) -> str:
-    keys = ("loss_d", "g_adv", "g_l1", "g_stft", "g_cspec", "g_sisdr", "g_stoi", "g_feat", "audio_s_per_s", "valid_pesq", "valid_stoi",
+    keys = ("loss_d", "g_adv", "g_l1", "g_stft", "g_cspec", "g_asym", "g_sisdr", "g_stoi", "g_feat", "audio_s_per_s", "valid_pesq", "valid_stoi",
             "valid_si_sdr", "valid_l1")
     return f"step {record['step']}: " + " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 
