@@ -115,7 +115,7 @@ def bench(
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder (its best/latest checkpoint)."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file, a run folder (its best/latest checkpoint), or an fp32 .onnx model this denoise exported (re-export it, e.g. as int8)."),
     output: Path = typer.Option(..., "--output", "-o", help="ONNX file to write."),
     opset: int = typer.Option(17, help="ONNX opset."),
     quantize: str | None = typer.Option(None, help="'int8' for dynamic int8 quantization (CPU)."),

@@ -249,6 +249,8 @@ def export_with_report(generator: FrameGenerator, meta: Mapping[str, Any], outpu
     # A copy: the caller's generator (perhaps mid-training, on a GPU) keeps its device, dtype and mode.
     generator = copy.deepcopy(generator).to("cpu").float().eval()
     graph_gen = without_latent(generator)
+    if precision == "int8" and hasattr(graph_gen, "gru_as_matmul"):
+        graph_gen.gru_as_matmul = True  # the recurrent matrices become MatMuls, which int8 quantizes
     spec = build_spec(generator, meta, precision, opset)
     metadata = model_metadata(generator, spec)
     try:
@@ -330,13 +332,21 @@ def summary(report: ExportReport) -> list[str]:
 
 def export_cli(checkpoint: Path, output: Path, opset: int = DEFAULT_OPSET, quantize: str | None = None,
                fp16: bool = False, verify: bool = True) -> None:
-    """``denoise export CHECKPOINT_OR_RUN_DIR -o model.onnx``: load, export, verify, print a summary."""
+    """``denoise export CHECKPOINT_OR_RUN_DIR -o model.onnx``: load, export, verify, print a summary.
+
+    The source may also be an fp32 model file this denoise exported (the shipped default included): its generator
+    is recovered exactly (:mod:`export.recover`), so it can be re-exported at another precision or opset."""
     import typer
 
     from training.checkpoint import load_generator
 
     _check_options(opset, quantize, fp16)
-    generator, meta = load_generator(Path(checkpoint))
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        from export.recover import generator_from_onnx  # recover imports this module: only here, on demand
+
+        generator, meta = generator_from_onnx(Path(checkpoint))
+    else:
+        generator, meta = load_generator(Path(checkpoint))
     report = export_with_report(generator, meta, Path(output), opset=opset, quantize=quantize, fp16=fp16,
                                 verify=verify)
     typer.echo(f"checkpoint {meta.get('path', checkpoint)}")

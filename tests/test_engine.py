@@ -276,6 +276,27 @@ def test_default_model_missing_says_how_to_get_one(monkeypatch: pytest.MonkeyPat
         load_model(None)
 
 
+def test_the_default_runs_its_int8_twin_on_cpu_only_when_the_weights_match(monkeypatch: pytest.MonkeyPatch,
+                                                                            tmp_path: Path) -> None:
+    fp32, twin = tmp_path / "default.onnx", tmp_path / model_module.INT8_TWIN
+    monkeypatch.setattr(model_module, "default_model_path", lambda: fp32)
+    meta = make_spec().to_metadata()
+    gain_model(fp32, gain=0.5)  # no weights_sha256 recorded: the twin cannot be proven to match
+    gain_model(twin, gain=0.25)
+    assert model_module.resolve_default(["CPUExecutionProvider"]) == fp32
+    identity_model(fp32, metadata={**meta, "weights_sha256": "aa"})
+    identity_model(twin, metadata={**meta, "weights_sha256": "aa", "precision": "int8"})
+    assert model_module.resolve_default(["CPUExecutionProvider"]) == twin
+    assert load_model(None, device="cpu").path == twin
+    # on CUDA the fp32 file (ONNX Runtime has no integer matrix kernels there)
+    assert model_module.resolve_default(["CUDAExecutionProvider", "CPUExecutionProvider"]) == fp32
+    # a default replaced by another export never pairs with the old twin; a damaged twin is passed over
+    identity_model(fp32, metadata={**meta, "weights_sha256": "bb"})
+    assert load_model(None, device="cpu").path == fp32
+    twin.write_bytes(b"not onnx")
+    assert model_module.resolve_default(["CPUExecutionProvider"]) == fp32
+
+
 def test_device_and_thread_options(tmp_path: Path) -> None:
     path = identity_model(tmp_path / "id.onnx")
     if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -15,6 +15,7 @@ from training.models import (
     build_generator,
     config_dict,
     count_parameters,
+    gru_written_out,
     macs_per_second,
     make_config,
     make_discriminator_config,
@@ -194,6 +195,28 @@ def test_segan_latent_zero_is_deterministic_and_seeded_latent_differs() -> None:
         c, _ = gen.forward_frames(frames, z=gen.latent(3, torch.Generator().manual_seed(0)))
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gru_written_out_computes_what_the_gru_does(layers: int) -> None:
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(6, 5, num_layers=layers, batch_first=True)
+    x, h0 = torch.randn(3, 7, 6), torch.randn(layers, 3, 5)
+    for start in (h0, None):
+        want, want_h = gru(x, start)
+        got, got_h = gru_written_out(gru, x, start)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(got_h, want_h, atol=1e-6, rtol=1e-5)
+
+
+def test_the_export_switch_keeps_the_generators_output() -> None:
+    torch.manual_seed(1)
+    gen = build_generator("lowlat", {**TINY_LOWLAT, "band_gru": 8, "past_frames": 1}).eval()
+    x = 0.1 * torch.randn(2, 4000)
+    with torch.no_grad():
+        want = gen(x)
+        gen.gru_as_matmul = True
+        torch.testing.assert_close(gen(x), want, atol=1e-5, rtol=1e-4)
 
 
 def test_parameter_counts_and_macs() -> None:

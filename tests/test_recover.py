@@ -70,6 +70,32 @@ def test_the_shipped_default_model_can_be_read_back() -> None:
     assert sum(p.numel() for p in gen.parameters()) > 100_000
 
 
+def test_an_exported_model_re_exports_at_another_precision(tmp_path: Path) -> None:
+    from export.onnx_export import export_cli
+    from realtime.model import load_model
+
+    gen = tiny_generator("lowlat", band_gru=4)
+    source = export(gen, tmp_path / "fp32.onnx")
+    export_cli(source, tmp_path / "int8.onnx", quantize="int8")
+    twin, original = load_model(tmp_path / "int8.onnx"), load_model(source)
+    assert twin.spec.precision == "int8" and twin.spec.weights_sha256 == original.spec.weights_sha256
+
+
+def test_the_shipped_int8_twin_holds_the_default_weights() -> None:
+    from evaluation.metrics import si_sdr
+    from realtime.engine import enhance_offline
+    from realtime.fileio import read_audio
+    from realtime.model import INT8_TWIN, load_model
+
+    fp32 = load_model(default_model_path())
+    twin = load_model(default_model_path().with_name(INT8_TWIN))
+    assert twin.spec.precision == "int8" and twin.spec.weights_sha256 == fp32.spec.weights_sha256
+    assert load_model(None, device="cpu").path == twin.path
+    audio, rate = read_audio(Path(__file__).resolve().parents[1] / "examples" / "noisy.wav")  # [C, T]
+    assert rate == fp32.spec.sample_rate
+    assert si_sdr(enhance_offline(twin, audio[:1])[0], enhance_offline(fp32, audio[:1])[0]) > 30.0
+
+
 def test_reduced_precision_and_foreign_files_are_refused(tmp_path: Path) -> None:
     gen = tiny_generator("lowlat", band_gru=4)
     with pytest.raises(ModelError, match="int8 weights.*float32 export"):

@@ -156,6 +156,40 @@ class FrameGenerator(nn.Module):
         return y[:, lat:lat + t]
 
 
+def gru_written_out(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``gru(x, h0)`` computes (batch_first, any layer count), written out as matrix products and gate ops.
+
+    The same arithmetic as PyTorch's GRU (gates r, z, n in that order; the reset gate applied to the recurrent
+    candidate after its matrix product). The exporter traces this instead of the GRU operator when it quantizes to
+    int8: ONNX Runtime quantizes ``MatMul`` but has no integer GRU, and the recurrent weights are most of the
+    model's bytes, which a one-hop call must stream from memory."""
+    b, n, _ = x.shape
+    hidden = gru.hidden_size
+    seq, finals = x, []
+    for layer in range(gru.num_layers):
+        w_ih, w_hh = getattr(gru, f"weight_ih_l{layer}"), getattr(gru, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(gru, f"bias_ih_l{layer}", None), getattr(gru, f"bias_hh_l{layer}", None)
+        gates_in = torch.matmul(seq, w_ih.t())
+        if b_ih is not None:
+            gates_in = gates_in + b_ih
+        h = h0[layer] if h0 is not None else x.new_zeros(b, hidden)
+        outs = []
+        for t in range(n):
+            gates_h = torch.matmul(h, w_hh.t())
+            if b_hh is not None:
+                gates_h = gates_h + b_hh
+            i_r, i_z, i_n = gates_in[:, t].chunk(3, -1)
+            h_r, h_z, h_n = gates_h.chunk(3, -1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            cand = torch.tanh(i_n + r * h_n)
+            h = cand + z * (h - cand)
+            outs.append(h)
+        seq = torch.stack(outs, 1)
+        finals.append(h)
+    return seq, torch.stack(finals, 0)
+
+
 # --------------------------------------------------------------------------------------------------- lowlat
 class LowLatGenerator(FrameGenerator):
     """Spectral U-Net over frequency + GRU over time, per 256-sample frame. See the module docstring."""
@@ -163,6 +197,7 @@ class LowLatGenerator(FrameGenerator):
     preset = "lowlat"
     analysis_window = "sqrt_hann"
     synthesis_window = "sqrt_hann"
+    gru_as_matmul = False  # trace the GRUs written out (see gru_written_out); set on an export copy only
 
     def __init__(self, cfg: LowLatConfig) -> None:
         super().__init__(cfg)
@@ -244,6 +279,10 @@ class LowLatGenerator(FrameGenerator):
         with torch.no_grad():
             last.bias.copy_(torch.tensor([1.0, 0.0]))
 
+    def _gru(self, gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        # ``gru_as_matmul`` is an export-time switch (the int8 export sets it on its copy); the weights are the same
+        return gru_written_out(gru, x, h0) if self.gru_as_matmul else gru(x, h0)
+
     def state_spec(self) -> list[tuple[str, str, tuple[int, ...]]]:
         spec = [("h_in", "h_out", (self.cfg.gru_layers, self.cfg.gru_hidden))]
         if self.cfg.band_gru:
@@ -319,13 +358,13 @@ class LowLatGenerator(FrameGenerator):
         if self.band_rnn is not None and self.band_out is not None:
             hb = h.reshape(b, n, c, length).permute(0, 3, 1, 2).reshape(b * length, n, c)
             hb0 = None if not state else state[1].reshape(1, b * length, self.cfg.band_gru)
-            zb, hbn = self.band_rnn(hb, hb0)
+            zb, hbn = self._gru(self.band_rnn, hb, hb0)
             h = h + self.band_out(zb).reshape(b, length, n, c).permute(0, 2, 3, 1).reshape(b * n, c, length)
             skips[-1] = h
             new_state.append(hbn.reshape(b, length, self.cfg.band_gru))
         z = self.to_rnn(h.reshape(b, n, c * length))
         h0 = None if not state else state[0].transpose(0, 1).contiguous()
-        z, hn = self.rnn(self.drop(z), h0)
+        z, hn = self._gru(self.rnn, self.drop(z), h0)
         h = self.from_rnn(self.drop(z)).reshape(b * n, c, length)
         for layer, skip in zip(self.dec, reversed(skips)):
             h = layer(torch.cat([h, skip], 1))
