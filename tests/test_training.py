@@ -364,7 +364,9 @@ def test_sigkill_then_resume_continues_the_step_count(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "cli", *args, "--max-steps", "100000"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: (run / "checkpoints" / "step_00000010.pt").exists() or proc.poll() is not None, 120)
+        # step_15.pt appears after latest.pt held step 10 (each checkpoint writes step_N.pt, then latest.pt): waiting
+        # for step_10.pt alone could kill the run between the two files under load, leaving latest.pt at step 5
+        wait_for(lambda: (run / "checkpoints" / "step_00000015.pt").exists() or proc.poll() is not None, 180)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
