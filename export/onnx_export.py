@@ -42,7 +42,14 @@ from export.verify import ExportError, VerifyReport, verify_export
 from realtime.errors import ConfigError
 from realtime.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec, StateSpec, weights_digest
 from training.checkpoint import denoise_version
-from training.models import FrameGenerator, SeganGenerator, build_generator, config_dict, count_parameters
+from training.models import (
+    FrameGenerator,
+    LowLatGenerator,
+    SeganGenerator,
+    build_generator,
+    config_dict,
+    count_parameters,
+)
 
 DEFAULT_OPSET = 17
 # The range checked (export, int8, parity) for both presets; at 10 and below the exporter falls back on
@@ -249,7 +256,7 @@ def export_with_report(generator: FrameGenerator, meta: Mapping[str, Any], outpu
     # A copy: the caller's generator (perhaps mid-training, on a GPU) keeps its device, dtype and mode.
     generator = copy.deepcopy(generator).to("cpu").float().eval()
     graph_gen = without_latent(generator)
-    if precision == "int8" and hasattr(graph_gen, "gru_as_matmul"):
+    if precision == "int8" and isinstance(graph_gen, LowLatGenerator):
         graph_gen.gru_as_matmul = True  # the recurrent matrices become MatMuls, which int8 quantizes
     spec = build_spec(generator, meta, precision, opset)
     metadata = model_metadata(generator, spec)
