@@ -37,6 +37,8 @@ OPTIMIZERS = ("adam", "rmsprop")
 SCHEDULERS = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
 LOSS_TERMS = ("adv", "l1", "stft", "cspec", "asym", "sisdr", "stoi", "feat")
+# the terms ``loss.spectral_deemphasis`` moves to the de-emphasised domain (the rest stay pre-emphasised)
+SPECTRAL_TERMS = ("stft", "cspec", "asym", "sisdr", "stoi")
 
 
 @dataclass

@@ -171,9 +171,8 @@ class CompressedSpectralLoss(nn.Module):
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """estimate, target [B, T] -> (compressed complex MSE, compressed magnitude MSE)."""
-        est_c, est_m = self._compressed(estimate)
-        ref_c, ref_m = self._compressed(target)
-        return F.mse_loss(est_c, ref_c), F.mse_loss(est_m, ref_m)
+        cplx, mag, _ = self.terms(estimate, target)
+        return cplx, mag
 
     def under_suppression(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The asymmetric half of the magnitude term: mean of ``relu(|S|^c - |Ŝ|^c)^2``, zero wherever the estimate
@@ -181,9 +180,13 @@ class CompressedSpectralLoss(nn.Module):
 
         It charges only speech the model removed (over-suppression, the distortion that costs intelligibility at low
         SNR), not noise it left in, so adding it shifts the trade-off towards keeping weak speech."""
-        _, est_m = self._compressed(estimate)
-        _, ref_m = self._compressed(target)
-        return torch.mean(torch.relu(ref_m - est_m) ** 2)
+        return self.terms(estimate, target)[2]
+
+    def terms(self, estimate: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(complex MSE, magnitude MSE, under-suppression) from one pair of STFTs (the trainer needs several)."""
+        est_c, est_m = self._compressed(estimate)
+        ref_c, ref_m = self._compressed(target)
+        return F.mse_loss(est_c, ref_c), F.mse_loss(est_m, ref_m), torch.mean(torch.relu(ref_m - est_m) ** 2)
 
 
 # --------------------------------------------------------------------------------------------------- STOI

@@ -39,7 +39,14 @@ from realtime.dsp import deemphasis as np_deemphasis
 from realtime.dsp import preemphasis as np_preemphasis
 from realtime.errors import CheckpointError, ConfigError, DenoiseError, DeviceError, ModelError
 from training import checkpoint as ckpt_io
-from training.config import TrainConfig, apply_overrides, load_config, mix_config, preset_defaults
+from training.config import (
+    SPECTRAL_TERMS,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    mix_config,
+    preset_defaults,
+)
 from training.distributed import DistInfo, any_rank, barrier, init_distributed, shutdown
 from training.losses import (
     CompressedSpectralLoss,
@@ -447,17 +454,18 @@ class Trainer:
             if w.get("l1", 0.0) > 0:
                 terms["l1"] = torch.mean(torch.abs(fake.float() - y))
             spec_est, spec_ref = fake.float(), y
-            if c.loss.spectral_deemphasis and any(w.get(k, 0.0) > 0 for k in ("stft", "cspec", "asym", "sisdr", "stoi")):
+            if c.loss.spectral_deemphasis and any(w.get(k, 0.0) > 0 for k in SPECTRAL_TERMS):
                 spec_est, spec_ref = deemphasis(spec_est, c.loss.preemphasis), clean.to(self.device).float()
             if w.get("stft", 0.0) > 0:
                 sc, mag = self.stft(spec_est, spec_ref)
                 terms["stft"] = sc + mag
                 logs["g_stft_sc"], logs["g_stft_mag"] = float(sc.detach()), float(mag.detach())
-            if w.get("cspec", 0.0) > 0:
-                cplx, cmag = self.cspec(spec_est, spec_ref)
-                terms["cspec"] = 0.3 * cplx + 0.7 * cmag
-            if w.get("asym", 0.0) > 0:
-                terms["asym"] = self.cspec.under_suppression(spec_est, spec_ref)
+            if w.get("cspec", 0.0) > 0 or w.get("asym", 0.0) > 0:  # one pair of STFTs for both terms
+                cplx, cmag, under = self.cspec.terms(spec_est, spec_ref)
+                if w.get("cspec", 0.0) > 0:
+                    terms["cspec"] = 0.3 * cplx + 0.7 * cmag
+                if w.get("asym", 0.0) > 0:
+                    terms["asym"] = under
             if w.get("sisdr", 0.0) > 0:
                 terms["sisdr"] = neg_si_sdr(spec_est, spec_ref)
             if w.get("stoi", 0.0) > 0:
