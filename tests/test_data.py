@@ -155,6 +155,22 @@ def test_speed_perturbed_draws_keep_length_snr_and_change_the_speech(corpus: Pat
         D.MixConfig(speed=(0.2, 1.0))
 
 
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_speakers_are_drawn_by_minutes_to_the_configured_power(corpus: Path, tmp_path: Path, power: float) -> None:
+    # Speaker s0 keeps only its 0.5 s clip; s1..s3 keep 4.2 s each.
+    lines = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    kept = [r for r in lines if r["speaker"] != "s0" or r["duration"] == 0.5]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    for sub in ("speech", "noise"):
+        (tmp_path / sub).symlink_to(corpus / sub)
+    ds = D.open_training_data(tmp_path, "train", segment=4000, seed=0, mix=D.MixConfig(speaker_power=power))
+    assert isinstance(ds, D.CorpusMixDataset) and ds.speaker_names == ["s0", "s1", "s2", "s3"]
+    weight = np.array([0.5, 4.2, 4.2, 4.2]) ** power
+    np.testing.assert_allclose(ds.speaker_p, weight / weight.sum(), rtol=1e-6)
+    with pytest.raises(DataError, match="speaker_power"):
+        D.MixConfig(speaker_power=1.5)
+
+
 def test_corpus_dataset_in_dataloader_workers(corpus: Path) -> None:
     ds = D.open_training_data(corpus, "train", segment=4000, seed=1)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=True)

@@ -198,6 +198,9 @@ class MixConfig:
         and formants move by that factor (0.8 lowers a voice by ~4 semitones), which turns the corpus's few voices
         (mostly female) into many, e.g. lower, more male-like ones. Noise is not perturbed.
     speed: range of the speed factor.
+    speaker_power: a speaker is drawn with probability proportional to their minutes to this power: 0.5 (default)
+        keeps the big voices (Allison, tuxpaint) from drowning the small ones without repeating the small ones to
+        overfitting; 0 draws every voice equally often (more distinct voices per batch); 1 follows the minutes.
     """
 
     snr_db: tuple[float, float] = (-5.0, 20.0)
@@ -214,6 +217,7 @@ class MixConfig:
     second_noise_prob: float = 0.1
     speed_prob: float = 0.0
     speed: tuple[float, float] = (0.8, 1.15)
+    speaker_power: float = 0.5
     synthetic_kinds: tuple[str, ...] = field(default_factory=lambda: SYNTHETIC_KINDS)
 
     def __post_init__(self) -> None:
@@ -222,6 +226,9 @@ class MixConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise DataError(f"MixConfig.{name} = {value} is not a probability.", "use a value in [0, 1].")
+        if not 0.0 <= self.speaker_power <= 1.0:
+            raise DataError(f"MixConfig.speaker_power = {self.speaker_power} is outside [0, 1].",
+                            "use 0 (every voice equally often), 0.5 (square root of minutes, the default) or 1.")
         if not 0.5 <= self.speed[0] <= self.speed[1] <= 2.0:
             raise DataError(f"MixConfig.speed = {self.speed} is not a range within (0.5, 2.0).",
                             "give e.g. [0.8, 1.15].")
@@ -365,10 +372,10 @@ class CorpusMixDataset(SeededItems):
                             "rebuild it, or set synthetic_noise_prob + babble_prob = 1.")
         self.speakers = speakers
         self.speaker_names = sorted(speakers)
-        # Speakers drawn in proportion to the square root of their minutes: the big voices (Allison, tuxpaint) do
-        # not drown the small ones, yet the small ones are not repeated to overfitting either.
+        # Speakers drawn in proportion to minutes ** speaker_power (see MixConfig).
         minutes = np.array([sum(n for _, n in speakers[s]) for s in self.speaker_names], dtype=np.float64)
-        self.speaker_p = np.sqrt(minutes) / np.sqrt(minutes).sum()
+        weight = minutes ** self.mix.speaker_power
+        self.speaker_p = weight / weight.sum()
         self.noise = noise
         self.noise_families = sorted(noise)
         self.length = items_per_epoch or max(1000, int(minutes.sum() // segment))
