@@ -66,61 +66,79 @@ class DelayLine:
 
 
 class PreEmphasis:
-    """Streaming pre-emphasis with one input sample of memory per channel. Blocks: ``[C, n]`` float32."""
+    """Streaming pre-emphasis with one input sample of memory per channel. Blocks: ``[C, n]`` float32.
+
+    The remembered sample and the block share one buffer ``[C, 1 + n]``, so a block costs four in-place numpy
+    operations (copy in, two for the difference, carry the last sample over) and no temporaries.
+    """
 
     def __init__(self, coef: float, channels: int = 1) -> None:
         self.coef = float(coef)
-        self._prev = np.zeros(channels, dtype=np.float32)
+        self._ext = np.zeros((channels, 1), dtype=np.float32)  # [C, 1 + n]: the previous sample, then the block
 
     def reset(self) -> None:
-        self._prev[:] = 0.0
+        self._ext[:, 0] = 0.0
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        if block.shape[-1] == 0:
+        n = block.shape[-1]
+        if n == 0 or self.coef == 0.0:
             return block.astype(np.float32, copy=True)
-        y = preemphasis(block, self.coef, self._prev)
-        self._prev = np.asarray(block[..., -1], dtype=np.float32).copy()
+        ext = self._ext
+        if ext.shape[1] != n + 1:
+            grown = np.empty((ext.shape[0], n + 1), dtype=np.float32)
+            grown[:, 0] = ext[:, 0]
+            self._ext = ext = grown
+        ext[:, 1:] = block
+        y = np.multiply(ext[:, :-1], -self.coef, dtype=np.float32)
+        y += ext[:, 1:]
+        ext[:, 0] = ext[:, n]
         return y
 
 
 class DeEmphasis:
     """Streaming de-emphasis with one output sample of memory per channel. Blocks: ``[C, n]`` float32.
 
-    The engine calls this once per hop with the same block length, so the recursion is unrolled into a cached
-    lower-triangular matrix ``M[i, j] = coef**(i - j)`` and a carry vector ``coef**(i + 1)``: one small matrix
-    product instead of a per-call ``lfilter`` set-up, which dominated the per-hop Python overhead.
+    The engine calls this once per hop with the same block length, so the recursion is unrolled into one cached
+    matrix: ``[block, previous output] @ [[M], [c]]`` with ``M[j, i] = coef**(i - j)`` for ``j <= i`` and carry row
+    ``c[i] = coef**(i + 1)``: one small matrix product per block instead of a per-call ``lfilter`` set-up.
     """
 
     _MAX_UNROLLED = 1024
 
     def __init__(self, coef: float, channels: int = 1) -> None:
         self.coef = float(coef)
-        self._prev = np.zeros(channels, dtype=np.float32)
-        self._unrolled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._ext = np.zeros((channels, 1), dtype=np.float32)  # [C, n + 1]: the block, then the previous output
+        self._unrolled: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
-        self._prev[:] = 0.0
+        self._ext[:, -1] = 0.0
 
-    def _matrices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _matrix(self, n: int) -> np.ndarray:
         if n not in self._unrolled:
             i = np.arange(n)
-            lag = i[:, None] - i[None, :]
+            lag = i[None, :] - i[:, None]  # [j, i] = i - j
             mat = np.where(lag >= 0, self.coef ** np.maximum(lag, 0), 0.0)
-            self._unrolled[n] = (mat.T.astype(np.float32), (self.coef ** (i + 1.0)).astype(np.float32))
+            carry = self.coef ** (i + 1.0)
+            self._unrolled[n] = np.vstack([mat, carry[None, :]]).astype(np.float32)
         return self._unrolled[n]
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         n = block.shape[-1]
         if n == 0 or self.coef == 0.0:
             return block.astype(np.float32, copy=True)
+        ext = self._ext
+        if ext.shape[1] != n + 1:
+            grown = np.empty((ext.shape[0], n + 1), dtype=np.float32)
+            grown[:, -1] = ext[:, -1]
+            self._ext = ext = grown
         if n <= self._MAX_UNROLLED:
-            mat_t, carry = self._matrices(n)
-            y = block.astype(np.float32, copy=False) @ mat_t + self._prev[..., None] * carry
+            ext[:, :n] = block
+            y = ext @ self._matrix(n)
         else:
             y, _ = lfilter([1.0], [1.0, -self.coef], block.astype(np.float64), axis=-1,
-                           zi=(self.coef * self._prev.astype(np.float64))[..., None])
+                           zi=(self.coef * ext[:, -1].astype(np.float64))[..., None])
             y = y.astype(np.float32)
-        self._prev = y[..., -1].copy()
+        ext[:, -1] = y[:, -1]
         return y
 
 

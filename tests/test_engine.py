@@ -308,3 +308,23 @@ def test_device_and_thread_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="threads"):
         load_model(path, threads=-1)
     assert load_model(path, threads=0).spec.window == 256
+
+
+@settings(max_examples=40, deadline=None)
+@given(channels=st.integers(1, 3), sizes=st.lists(st.integers(0, 1500), min_size=1, max_size=8),
+       coef=st.sampled_from([0.0, 0.5, 0.95]), seed=st.integers(0, 2**16))
+def test_streaming_emphasis_filters_equal_the_offline_ones_for_any_blocks(channels: int, sizes: list[int],
+                                                                          coef: float, seed: int) -> None:
+    from realtime.dsp import DeEmphasis, PreEmphasis, deemphasis, preemphasis
+
+    x = _noise(channels, sum(sizes), seed)
+    pre, de = PreEmphasis(coef, channels), DeEmphasis(coef, channels)
+    for _ in range(2):  # the second pass after reset() must repeat the first
+        pieces = np.cumsum([0, *sizes])
+        emphasised = np.concatenate([pre(x[:, a:b]) for a, b in zip(pieces[:-1], pieces[1:])], axis=1)
+        restored = np.concatenate([de(emphasised[:, a:b]) for a, b in zip(pieces[:-1], pieces[1:])], axis=1)
+        np.testing.assert_allclose(emphasised, preemphasis(x, coef), atol=1e-6)
+        np.testing.assert_allclose(restored, deemphasis(emphasised, coef), atol=2e-5)
+        np.testing.assert_allclose(restored, x, atol=5e-5)
+        pre.reset()
+        de.reset()
