@@ -59,8 +59,8 @@ def make_example(corpus: Path, out: Path, seconds: float = 9.0, snr_db: float = 
         "# Example recordings",
         "",
         f"`noisy.wav` and `clean.wav`: {seconds:g} s, 16 kHz mono PCM16, time-aligned (same length, no delay).",
-        f"`noisy.wav` = `clean.wav` + noise at {snr_db:g} dB SNR (measured after PCM16 rounding: "
-        f"{measured:.2f} dB), active speech level -26 dBFS.",
+        (f"`noisy.wav` = `clean.wav` + noise at {snr_db:g} dB SNR (measured after PCM16 rounding: "
+        f"{measured:.2f} dB), active speech level -26 dBFS."),
         "Both come from the corpus's **test** split: the voice and the noise recording were never used in training.",
         f"Regenerate with `python benchmarks/make_example.py --corpus CORPUS --out examples --seed {seed}`.",
         "",
@@ -75,9 +75,9 @@ def make_example(corpus: Path, out: Path, seconds: float = 9.0, snr_db: float = 
         "",
         f"- {_licence_line(noise_rec)}",
         "",
-        "The corpus files are decoded, resampled to 16 kHz, trimmed and loudness-normalised versions of the package "
+        ("The corpus files are decoded, resampled to 16 kHz, trimmed and loudness-normalised versions of the package "
         "files (see training/corpus.py); a corpus file's name is its path inside the package with `/` → `__` and "
-        "`usr/share/` dropped. The licences are those of the packages' debian/copyright.",
+        "`usr/share/` dropped. The licences are those of the packages' debian/copyright."),
         "",
     ]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -312,10 +312,10 @@ def summary(report: ExportReport) -> list[str]:
     state = ", ".join(f"{s.input}{list(s.shape)}" for s in spec.state) or "none"
     lines = [
         f"exported {spec.preset} ({spec.precision}) -> {report.path}",
-        f"  {report.parameters:,} parameters, {report.size_bytes / 1e6:.2f} MB, opset {spec.extra['onnx_opset']}, "
-        f"step {spec.train_step if spec.train_step is not None else '?'}",
-        f"  {spec.sample_rate} Hz, window {spec.window}, hop {spec.hop}: algorithmic latency "
-        f"{spec.latency_samples} samples = {spec.latency_ms:g} ms; state {state}",
+        (f"  {report.parameters:,} parameters, {report.size_bytes / 1e6:.2f} MB, opset {spec.extra['onnx_opset']}, "
+        f"step {spec.train_step if spec.train_step is not None else '?'}"),
+        (f"  {spec.sample_rate} Hz, window {spec.window}, hop {spec.hop}: algorithmic latency "
+        f"{spec.latency_samples} samples = {spec.latency_ms:g} ms; state {state}"),
     ]
     v = report.verify
     if v is None:

@@ -80,7 +80,7 @@ class StreamResampler:
         self._position[order] = np.arange(self.up)  # phase -> its row in `order`
         # Starting the output grid `shift` high-rate samples early delays every output by shift/down samples;
         # the earliest outputs then reach up to `lead` samples before the first input, so keep that much more history.
-        self._shift = int(round(extra_delay * self.down)) % self.down
+        self._shift = round(extra_delay * self.down) % self.down
         self._lead = -(-self._shift // self.up)
         self._hist = self._k - 1 + self._lead
         self.delay = q + self._shift / self.down

@@ -142,7 +142,7 @@ def test_change_speed_moves_pitch_by_the_factor(factor: float) -> None:
 
 
 def test_speed_perturbed_draws_keep_length_snr_and_change_the_speech(corpus: Path) -> None:
-    base = dict(snr_db=(7.0, 7.0), reverb_prob=0.0, bandlimit_prob=0.0, clip_prob=0.0, second_noise_prob=0.0)
+    base = {"snr_db": (7.0, 7.0), "reverb_prob": 0.0, "bandlimit_prob": 0.0, "clip_prob": 0.0, "second_noise_prob": 0.0}
     plain = D.open_training_data(corpus, "train", segment=8000, mix=D.MixConfig(**base), seed=3)
     fast = D.open_training_data(corpus, "train", segment=8000, seed=3,
                                 mix=D.MixConfig(**base, speed_prob=1.0, speed=(0.8, 0.8)))

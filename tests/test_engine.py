@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -321,8 +322,8 @@ def test_streaming_emphasis_filters_equal_the_offline_ones_for_any_blocks(channe
     pre, de = PreEmphasis(coef, channels), DeEmphasis(coef, channels)
     for _ in range(2):  # the second pass after reset() must repeat the first
         pieces = np.cumsum([0, *sizes])
-        emphasised = np.concatenate([pre(x[:, a:b]) for a, b in zip(pieces[:-1], pieces[1:])], axis=1)
-        restored = np.concatenate([de(emphasised[:, a:b]) for a, b in zip(pieces[:-1], pieces[1:])], axis=1)
+        emphasised = np.concatenate([pre(x[:, a:b]) for a, b in itertools.pairwise(pieces)], axis=1)
+        restored = np.concatenate([de(emphasised[:, a:b]) for a, b in itertools.pairwise(pieces)], axis=1)
         np.testing.assert_allclose(emphasised, preemphasis(x, coef), atol=1e-6)
         np.testing.assert_allclose(restored, deemphasis(emphasised, coef), atol=2e-5)
         np.testing.assert_allclose(restored, x, atol=5e-5)

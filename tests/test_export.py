@@ -328,7 +328,7 @@ def _engine_output(path: Path, audio: np.ndarray) -> np.ndarray:
 
 
 def test_int8_export_loads_and_reports_its_quality(lowlat: Any, tmp_path: Path) -> None:
-    gen, ckpt, fp32_path, _ = lowlat
+    _gen, ckpt, fp32_path, _ = lowlat
     from training.checkpoint import load_generator
 
     report = export_with_report(*load_generator(ckpt), tmp_path / "int8.onnx", quantize="int8")
@@ -348,7 +348,7 @@ def test_int8_export_loads_and_reports_its_quality(lowlat: Any, tmp_path: Path) 
 
 
 def test_fp16_export_stores_half_weights_keeps_float_io(lowlat: Any, tmp_path: Path) -> None:
-    gen, ckpt, fp32_path, _ = lowlat
+    _gen, ckpt, fp32_path, _ = lowlat
     from training.checkpoint import load_generator
 
     report = export_with_report(*load_generator(ckpt), tmp_path / "fp16.onnx", fp16=True)

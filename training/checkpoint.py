@@ -38,7 +38,7 @@ def denoise_version() -> str:
         from importlib.metadata import version
 
         return version("denoise")
-    except Exception:  # not installed as a distribution (e.g. running from a source tree)
+    except Exception:  # noqa: BLE001 - not installed as a distribution (e.g. running from a source tree)
         return "unknown"
 
 
@@ -114,7 +114,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                               "its run folder.")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated zips and foreign pickles
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated zips and foreign pickles
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]}).",
                               "use a .pt file written by `denoise train`; if the run was interrupted, use "
                               "checkpoints/latest.pt or an older step_*.pt.") from None

@@ -359,7 +359,7 @@ class CorpusMixDataset(SeededItems):
         speakers: dict[str, list[tuple[str, int]]] = {}
         noise: dict[str, list[tuple[str, int]]] = {}
         for r in records:
-            entry = (r["path"], int(round(r["duration"] * sample_rate)))
+            entry = (r["path"], round(r["duration"] * sample_rate))
             if r["kind"] == "speech":
                 speakers.setdefault(r["speaker"] or r["group"], []).append(entry)
             else:

@@ -103,7 +103,7 @@ def frame_signal(x: torch.Tensor, window: int, hop: int, lookahead: int = 0) -> 
 
 def overlap_add(frames: torch.Tensor, hop: int, length: int) -> torch.Tensor:
     """Overlap-add frames [B, N, W] with stride ``hop`` into [B, length]."""
-    b, n, w = frames.shape
+    b, _n, w = frames.shape
     out = F.fold(frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, w), stride=(1, hop))
     return out.reshape(b, length)
 

@@ -96,8 +96,7 @@ class StreamSampler(Sampler[int]):
             g = torch.Generator()
             g.manual_seed(self.seed * 1_000_003 + epoch)
             perm = torch.randperm(self.size, generator=g)[self.rank:self.per_rank * self.world:self.world]
-            for idx in perm[offset:].tolist():
-                yield idx
+            yield from perm[offset:].tolist()
             epoch, offset = epoch + 1, 0
 
     def __len__(self) -> int:  # endless; DataLoader only needs a size hint
