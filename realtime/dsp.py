@@ -69,7 +69,7 @@ class PreEmphasis:
     """Streaming pre-emphasis with one input sample of memory per channel. Blocks: ``[C, n]`` float32.
 
     The remembered sample and the block share one buffer ``[C, 1 + n]``, so a block costs four in-place numpy
-    operations (copy in, two for the difference, carry the last sample over) and no temporaries.
+    operations (copy in, two for the difference, carry the last sample over) and allocates only the output.
     """
 
     def __init__(self, coef: float, channels: int = 1) -> None:
@@ -127,17 +127,17 @@ class DeEmphasis:
         if n == 0 or self.coef == 0.0:
             return block.astype(np.float32, copy=True)
         ext = self._ext
-        if ext.shape[1] != n + 1:
-            grown = np.empty((ext.shape[0], n + 1), dtype=np.float32)
-            grown[:, -1] = ext[:, -1]
-            self._ext = ext = grown
-        if n <= self._MAX_UNROLLED:
-            ext[:, :n] = block
-            y = ext @ self._matrix(n)
-        else:
+        if n > self._MAX_UNROLLED:
             y, _ = lfilter([1.0], [1.0, -self.coef], block.astype(np.float64), axis=-1,
                            zi=(self.coef * ext[:, -1].astype(np.float64))[..., None])
             y = y.astype(np.float32)
+        else:
+            if ext.shape[1] != n + 1:
+                grown = np.empty((ext.shape[0], n + 1), dtype=np.float32)
+                grown[:, -1] = ext[:, -1]
+                self._ext = ext = grown
+            ext[:, :n] = block
+            y = ext @ self._matrix(n)
         ext[:, -1] = y[:, -1]
         return y
 
