@@ -51,7 +51,7 @@ def _load(path: Path) -> onnx.ModelProto:
                          "`denoise export` (the shipped one is realtime/models/default.onnx).")
     try:
         return onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others for files that are not ONNX
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others for non-ONNX files
         raise ModelError(f"{path} is not a readable ONNX file ({type(exc).__name__}).",
                          "give an .onnx file written by `denoise export`.") from None
 
@@ -169,7 +169,7 @@ def generator_from_onnx(path: Path) -> tuple[FrameGenerator, dict[str, Any]]:
         indices = source_indices(generator, _opset(model))
     except DenoiseError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the tracer itself failing on a config this version builds differently
+    except Exception as exc:  # noqa: BLE001 - the tracer failing on a config this version builds differently
         raise ModelError(f"{source}: its generator could not be traced by this denoise "
                          f"({type(exc).__name__}: {str(exc)[:200]}).", _FIX) from None
     arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

@@ -18,10 +18,27 @@ def preemphasis(x: np.ndarray, coef: float, prev: float | np.ndarray = 0.0) -> n
     x = np.asarray(x, dtype=np.float32)
     if coef == 0.0:
         return x.copy()
-    y = np.empty_like(x)
-    y[..., 1:] = x[..., 1:] - coef * x[..., :-1]
-    y[..., 0] = x[..., 0] - coef * np.asarray(prev, dtype=np.float32)
+    ext = np.empty((*x.shape[:-1], x.shape[-1] + 1), dtype=np.float32)
+    ext[..., 0] = prev
+    ext[..., 1:] = x
+    return _first_difference(ext, coef)
+
+
+def _first_difference(ext: np.ndarray, coef: float) -> np.ndarray:
+    """Pre-emphasis of ``ext[..., 1:]`` given the sample before it, ``ext[..., 0]`` (float32, a new array)."""
+    y = np.multiply(ext[..., :-1], -coef, dtype=np.float32)
+    y += ext[..., 1:]
     return y
+
+
+def _sized_for(buffer: np.ndarray, n: int, memory: int) -> np.ndarray:
+    """``buffer`` ``[C, 1 + m]`` resized for blocks of ``n`` samples, keeping the remembered sample in column
+    ``memory`` (0: before the block, -1: after it). The same array while the block length does not change."""
+    if buffer.shape[1] == n + 1:
+        return buffer
+    grown = np.empty((buffer.shape[0], n + 1), dtype=np.float32)
+    grown[:, memory] = buffer[:, memory]
+    return grown
 
 
 def deemphasis(x: np.ndarray, coef: float, prev: float | np.ndarray = 0.0) -> np.ndarray:
@@ -69,12 +86,13 @@ class PreEmphasis:
     """Streaming pre-emphasis with one input sample of memory per channel. Blocks: ``[C, n]`` float32.
 
     The remembered sample and the block share one buffer ``[C, 1 + n]``, so a block costs four in-place numpy
-    operations (copy in, two for the difference, carry the last sample over) and allocates only the output.
+    operations (copy in, two for the difference, carry the last sample over) and allocates only the output;
+    the offline :func:`preemphasis` computes the same difference on the same layout.
     """
 
     def __init__(self, coef: float, channels: int = 1) -> None:
         self.coef = float(coef)
-        self._ext = np.zeros((channels, 1), dtype=np.float32)  # [C, 1 + n]: the previous sample, then the block
+        self._ext = np.zeros((channels, 1), dtype=np.float32)  # [C, 1 + n]: the previous sample, the block
 
     def reset(self) -> None:
         self._ext[:, 0] = 0.0
@@ -83,14 +101,9 @@ class PreEmphasis:
         n = block.shape[-1]
         if n == 0 or self.coef == 0.0:
             return block.astype(np.float32, copy=True)
-        ext = self._ext
-        if ext.shape[1] != n + 1:
-            grown = np.empty((ext.shape[0], n + 1), dtype=np.float32)
-            grown[:, 0] = ext[:, 0]
-            self._ext = ext = grown
+        self._ext = ext = _sized_for(self._ext, n, 0)
         ext[:, 1:] = block
-        y = np.multiply(ext[:, :-1], -self.coef, dtype=np.float32)
-        y += ext[:, 1:]
+        y = _first_difference(ext, self.coef)
         ext[:, 0] = ext[:, n]
         return y
 
@@ -98,16 +111,16 @@ class PreEmphasis:
 class DeEmphasis:
     """Streaming de-emphasis with one output sample of memory per channel. Blocks: ``[C, n]`` float32.
 
-    The engine calls this once per hop with the same block length, so the recursion is unrolled into one cached
-    matrix: ``[block, previous output] @ [[M], [c]]`` with ``M[j, i] = coef**(i - j)`` for ``j <= i`` and carry row
-    ``c[i] = coef**(i + 1)``: one small matrix product per block instead of a per-call ``lfilter`` set-up.
+    The engine calls this once per hop with the same block length, so the recursion is unrolled into one
+    cached matrix: ``[block, previous output] @ [[M], [c]]`` with ``M[j, i] = coef**(i - j)`` for ``j <= i``
+    and carry row ``c[i] = coef**(i + 1)``: one small matrix product a block, no per-call ``lfilter``.
     """
 
     _MAX_UNROLLED = 1024
 
     def __init__(self, coef: float, channels: int = 1) -> None:
         self.coef = float(coef)
-        self._ext = np.zeros((channels, 1), dtype=np.float32)  # [C, n + 1]: the block, then the previous output
+        self._ext = np.zeros((channels, 1), dtype=np.float32)  # [C, n + 1]: the block, the previous output
         self._unrolled: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
@@ -132,10 +145,7 @@ class DeEmphasis:
                            zi=(self.coef * ext[:, -1].astype(np.float64))[..., None])
             y = y.astype(np.float32)
         else:
-            if ext.shape[1] != n + 1:
-                grown = np.empty((ext.shape[0], n + 1), dtype=np.float32)
-                grown[:, -1] = ext[:, -1]
-                self._ext = ext = grown
+            self._ext = ext = _sized_for(ext, n, -1)
             ext[:, :n] = block
             y = ext @ self._matrix(n)
         ext[:, -1] = y[:, -1]

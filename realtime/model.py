@@ -51,7 +51,7 @@ def _weights_id(path: Path) -> str | None:
     options.log_severity_level = 4
     try:
         session = ort.InferenceSession(str(path), options, providers=[_CPU])
-    except Exception:  # noqa: BLE001 - a damaged file: the twin is not used, and the fp32 default is checked when it is opened
+    except Exception:  # noqa: BLE001 - a damaged twin is passed over; the fp32 default is checked on opening
         return None
     return session.get_modelmeta().custom_metadata_map.get("weights_sha256")
 

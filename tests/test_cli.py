@@ -12,7 +12,8 @@ COMMANDS = ["enhance", "live", "devices", "bench", "export", "train", "eval", "d
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], check=False, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "cli", *args], check=False, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_top_level_help_lists_every_command() -> None:
@@ -54,7 +55,8 @@ def test_runtime_never_imports_torch() -> None:
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'training', 'export'))]\n"
         "assert not bad, bad\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                         timeout=120)
     assert res.returncode == 0, res.stderr
 
 
@@ -64,5 +66,6 @@ def test_file_modes_work_without_portaudio() -> None:
         "import sys, realtime.engine, realtime.batch, realtime.bench\n"
         "assert 'sounddevice' not in sys.modules\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                         timeout=120)
     assert res.returncode == 0, res.stderr

@@ -142,7 +142,8 @@ def test_change_speed_moves_pitch_by_the_factor(factor: float) -> None:
 
 
 def test_speed_perturbed_draws_keep_length_snr_and_change_the_speech(corpus: Path) -> None:
-    base = {"snr_db": (7.0, 7.0), "reverb_prob": 0.0, "bandlimit_prob": 0.0, "clip_prob": 0.0, "second_noise_prob": 0.0}
+    base = {"snr_db": (7.0, 7.0), "reverb_prob": 0.0, "bandlimit_prob": 0.0, "clip_prob": 0.0,
+            "second_noise_prob": 0.0}
     plain = D.open_training_data(corpus, "train", segment=8000, mix=D.MixConfig(**base), seed=3)
     fast = D.open_training_data(corpus, "train", segment=8000, seed=3,
                                 mix=D.MixConfig(**base, speed_prob=1.0, speed=(0.8, 0.8)))
@@ -156,7 +157,8 @@ def test_speed_perturbed_draws_keep_length_snr_and_change_the_speech(corpus: Pat
 
 
 @pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
-def test_speakers_are_drawn_by_minutes_to_the_configured_power(corpus: Path, tmp_path: Path, power: float) -> None:
+def test_speakers_are_drawn_by_minutes_to_the_configured_power(corpus: Path, tmp_path: Path,
+                                                                power: float) -> None:
     # Speaker s0 keeps only its 0.5 s clip; s1..s3 keep 4.2 s each.
     lines = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
     kept = [r for r in lines if r["speaker"] != "s0" or r["duration"] == 0.5]

@@ -230,6 +230,7 @@ def test_cli_refusal_exits_non_zero_with_one_line(tmp_path: Path, models: dict[s
     src = _write(tmp_path / "in.wav", _tones(1, 0.3, 16000), 16000)
     (tmp_path / "out.wav").write_bytes(b"x")
     res = subprocess.run([sys.executable, "-m", "cli", "enhance", str(src), "-o", str(tmp_path / "out.wav"),
-                          "--model", str(models["identity"])], check=False, capture_output=True, text=True, timeout=120)
+                          "--model", str(models["identity"])], check=False, capture_output=True, text=True,
+                         timeout=120)
     assert res.returncode == 2
     assert res.stderr.startswith("error:") and "--overwrite" in res.stderr and "Traceback" not in res.stderr

@@ -35,8 +35,8 @@ def read_log(run: Path) -> list[dict]:
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, check=False, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, check=False, capture_output=True,
+                          text=True, timeout=timeout, env=env)
 
 
 # ------------------------------------------------------------------------------------------------ config

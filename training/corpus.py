@@ -293,7 +293,8 @@ def fetch_package(package: str, cache: Path) -> Path:
     found = sorted(debs.glob(f"{package}_*.deb"))
     if not found:
         apt = require_tool("apt-get")
-        proc = subprocess.run([apt, "download", package], cwd=debs, check=False, capture_output=True, text=True)
+        proc = subprocess.run([apt, "download", package], cwd=debs, check=False, capture_output=True,
+                              text=True)
         found = sorted(debs.glob(f"{package}_*.deb"))
         if proc.returncode != 0 or not found:
             raise DataError(f"Could not download the Debian package '{package}': "
@@ -302,7 +303,8 @@ def fetch_package(package: str, cache: Path) -> Path:
     tmp = root.with_name(package + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    proc = subprocess.run([require_tool("dpkg-deb"), "-x", str(found[-1]), str(tmp)], check=False, capture_output=True, text=True)
+    proc = subprocess.run([require_tool("dpkg-deb"), "-x", str(found[-1]), str(tmp)], check=False,
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise DataError(f"dpkg-deb could not extract {found[-1]}: {proc.stderr.strip()}",
                         f"delete {found[-1]} so it is downloaded again.")
@@ -330,7 +332,8 @@ def decode(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     except (RuntimeError, sf.LibsndfileError):
         args = ["-f", "g722"] if path.suffix.lower() == ".g722" else []
         proc = subprocess.run([require_tool("ffmpeg"), "-nostdin", "-v", "error", *args, "-i", str(path),
-                               "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"], check=False, capture_output=True)
+                               "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"], check=False,
+                              capture_output=True)
         if proc.returncode != 0:
             raise DataError(f"ffmpeg could not decode {path}: {proc.stderr.decode(errors='replace').strip()}",
                             "the file may be corrupt; delete the cached package to download it again.")
