@@ -635,7 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=None,
                         help="Comma-separated rows to run: ours, segan, rnnoise, dfn3, gtcrn, dtln, speex, webrtc.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the Markdown table.")
-    parser.add_argument("--out", type=Path, default=None, help="Also write the table to FILE.md and FILE.json.")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Also write the Markdown table to FILE and the JSON document beside it (FILE with "
+                        "its suffix replaced by .json, e.g. peers.md -> peers.json).")
     args = parser.parse_args(argv)
     only = None if args.only is None else {s.strip() for s in args.only.split(",") if s.strip()}
     try:
