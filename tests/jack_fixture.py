@@ -18,7 +18,9 @@ import ctypes
 import ctypes.util
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -58,6 +60,11 @@ def _set_port_latency(port: Any, frames: int, capture: bool) -> None:
     lib.jack_port_set_latency(ptr, ctypes.c_uint32(frames))  # the older call, still read by some versions
 
 
+class RigStalled(AssertionError):
+    """The JACK server's cycles ran late (xruns) while the rig waited: the machine was too busy to run the
+    rig itself, which says nothing of the program under test. Callers retry on a fresh server."""
+
+
 class JackRig:
     """A private jackd (``-n denoise-test-<random>``) plus the ``test_mic`` and ``test_speakers`` clients.
 
@@ -73,13 +80,15 @@ class JackRig:
         # SCHED_FIFO needs root; it gives far fewer xruns on a busy machine.
         self._realtime = realtime and os.geteuid() == 0
         self._jackd: subprocess.Popen[bytes] | None = None
+        # jackd's messages go to a file (closed by close()), never to a pipe: a late client makes it log every
+        # cycle (~12 KB/s), so an undrained pipe fills in seconds and jackd then blocks in write().
+        self._jackd_log = tempfile.TemporaryFile()  # noqa: SIM115
         self._clients: list[Any] = []
         self._signal = np.zeros(0, dtype=np.float32)
         self._pos = 0
         self._armed = False
         self.start_frame: int | None = None
         self._tap: list[tuple[int, np.ndarray]] = []
-        self.xrun_times: list[float] = []
         self._lock = threading.Lock()
 
     def __enter__(self) -> Self:
@@ -96,9 +105,14 @@ class JackRig:
     def _start(self) -> None:
         import jack
 
-        cmd = ["jackd", "-n", self.server, "-R" if self._realtime else "--no-realtime", "-d", "dummy",
+        # setpriv (util-linux) makes jackd get SIGTERM when the test process dies: a crashed test process
+        # would otherwise leave its servers running, and JACK refuses more than a few ("Too many servers
+        # already active"), which would fail every later live test on the machine.
+        reaper = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+        cmd = [*reaper, "jackd", "-n", self.server, "-R" if self._realtime else "--no-realtime", "-d", "dummy",
                "-r", str(self.samplerate), "-p", str(self.period), "-C", "2", "-P", "2"]
-        self._jackd = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._jackd = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
+                                       stderr=self._jackd_log)
         jack.set_error_function(lambda msg: None)  # libjack complains on every try while jackd boots
         deadline = time.monotonic() + 10.0
         while True:
@@ -107,8 +121,7 @@ class JackRig:
                 break
             except jack.JackOpenError:
                 if self._jackd.poll() is not None:
-                    err = self._jackd.stderr.read().decode(errors="replace") if self._jackd.stderr else ""
-                    raise RuntimeError(f"jackd exited with {self._jackd.returncode}: {err.strip()}") from None
+                    raise RuntimeError(f"jackd exited with {self._jackd.returncode}: {self.jackd_log()}") from None
                 if time.monotonic() > deadline:
                     raise RuntimeError("jackd did not accept clients within 10 s") from None
                 time.sleep(0.05)
@@ -121,10 +134,23 @@ class JackRig:
         _set_port_latency(self._spk_port, self.period, capture=False)
         mic.set_process_callback(self._feed)
         speakers.set_process_callback(self._record)
-        mic.set_xrun_callback(lambda delay: self.xrun_times.append(time.monotonic()))
         self._mic, self._speakers = mic, speakers
         mic.activate()
         speakers.activate()
+        self._wait_healthy()
+
+    def _wait_healthy(self, quiet: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until the server has run ``quiet`` seconds of cycles with no xrun; :class:`RigStalled` if that
+        does not happen within ``timeout`` (on a busy machine a fresh server can run late from its start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            mark, cycles = self.log_mark(), len(self._tap)
+            time.sleep(quiet)
+            if self.xruns_between(mark, self.log_mark()) == 0 and len(self._tap) - cycles >= 0.8 * quiet * (
+                    self.samplerate / self.period):
+                return
+        raise RigStalled(f"the JACK server ran late (xruns) for {timeout} s after it started; jackd's log:\n"
+                         f"{self.jackd_log()}")
 
     def _feed(self, frames: int) -> None:
         buf = self._mic_port.get_array()
@@ -142,8 +168,10 @@ class JackRig:
         self._tap.append((self._speakers.last_frame_time, self._spk_port.get_array().copy()))
 
     # -- what tests call -------------------------------------------------------------------------------------
-    def wait_connected(self, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
-        """Wait until something reads the microphone and feeds the speakers: the program's streams run."""
+    def wait_connected(self, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+        """Wait until something reads the microphone and feeds the speakers: the program's streams run.
+        Fails with :class:`RigStalled` instead of AssertionError when the server ran late meanwhile."""
+        mark = self.log_mark()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (self._mic.get_all_connections(self._mic_port)
@@ -154,20 +182,46 @@ class JackRig:
                 raise AssertionError(f"program exited with {proc.returncode} before connecting:\n{out}\n"
                                      f"{err}")
             time.sleep(0.02)
-        raise AssertionError(f"program did not connect to test_mic/test_speakers within {timeout} s")
+        # Where is it stuck? With ``-X faulthandler`` SIGABRT makes Python print every thread's stack first.
+        state = self.connections()
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        xruns = self.xruns_between(mark, self.log_mark())
+        raise (RigStalled if xruns else AssertionError)(
+            f"program did not connect to test_mic/test_speakers within {timeout} s "
+            f"({xruns} xrun reports from jackd meanwhile; connections then: {state}); its output:\n{out}\n"
+            f"{err}\njackd's log:\n{self.jackd_log()}")
 
     def connections(self) -> dict[str, list[str]]:
         return {p.name: [q.name for q in self._mic.get_all_connections(p)]
                 for p in (self._mic_port, self._spk_port)}
 
-    def play(self, signal: np.ndarray) -> float:
-        """Start playing ``signal`` float32 ``[T]`` on the microphone at the next cycle; returns the monotonic
-        time it was armed (to tell which xruns happened while it played)."""
+    def play(self, signal: np.ndarray) -> int:
+        """Start playing ``signal`` float32 ``[T]`` on the microphone at the next cycle; returns a mark for
+        :meth:`xruns_between` (to tell which xruns happened while it played)."""
         self._signal = np.ascontiguousarray(signal, dtype=np.float32)
         self._pos = 0
         self.start_frame = None
+        mark = self.log_mark()
         self._armed = True
-        return time.monotonic()
+        return mark
+
+    def log_mark(self) -> int:
+        """Where jackd's log ends now, for :meth:`xruns_between`."""
+        return os.fstat(self._jackd_log.fileno()).st_size
+
+    def xruns_between(self, start: int, end: int) -> int:
+        """How many xrun reports jackd logged between two marks (late cycles of the driver or of any client).
+        Read from jackd's log, not through a JACK xrun callback, because such a callback runs Python in a
+        thread of ordinary priority: preempted while it holds the GIL, it makes the real-time process callbacks
+        late, which is another xrun, and on a busy machine the rig never gets out of that spiral."""
+        self._jackd_log.flush()
+        self._jackd_log.seek(start)
+        return sum(b"XRun" in line for line in self._jackd_log.read(max(0, end - start)).splitlines())
 
     def wait_played(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -189,6 +243,7 @@ class JackRig:
         return y, 0 if self.start_frame is None else self.start_frame - first
 
     def close(self) -> None:
+        """Stop the clients and the server; safe to call again."""
         import jack
 
         for client in self._clients:
@@ -205,3 +260,12 @@ class JackRig:
             except subprocess.TimeoutExpired:
                 self._jackd.kill()
                 self._jackd.wait()
+        self._jackd_log.close()
+
+    def jackd_log(self, tail: int = 2000) -> str:
+        """The last ``tail`` characters jackd printed (xruns, client timeouts), for failure messages."""
+        if self._jackd_log.closed:
+            return "(the rig is closed)"
+        self._jackd_log.flush()
+        self._jackd_log.seek(0)
+        return self._jackd_log.read().decode(errors="replace")[-tail:].strip()

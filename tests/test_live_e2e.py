@@ -19,6 +19,10 @@ What is asserted, and why:
 * A run in which the JACK server or the program saw an xrun while the signal played is retried (3 tries): on a
   busy 2-core machine an xrun says more about the machine than about the program, and an xrun legitimately
   changes the latency (the jitter buffer grows by a hop). Counting xruns is tested with an overloaded model.
+  So is a run whose server kept running late before the program connected (``RigStalled``): under a heavy
+  load a fresh jackd can miss every cycle for minutes, and the program then waits on it (measured here
+  while ``denoise data build`` ran: 3 of 15 first runs). A program that does not connect to a server that
+  runs on time still fails.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import soundfile as sf
+from jack_fixture import RigStalled
 from onnx import TensorProto, helper, numpy_helper
 from onnx_models import OPSET, gain_model, make_spec
 from scipy import signal as sps
@@ -121,8 +126,9 @@ def run_live(rig: Any, model: Path, expected: np.ndarray, signal_in: np.ndarray,
              stop: str = "duration") -> LiveRun:
     """Run ``denoise live`` on the rig, play ``signal_in`` once it is connected, stop it (``--duration`` or
     SIGTERM), and find ``expected`` in what the speakers got."""
-    cmd = [sys.executable, "-m", "cli", "live", "--input", "test_mic", "--output", "test_speakers",
-           "--samplerate", str(rig.samplerate), "--model", str(model), "--json", *extra]
+    # -X faulthandler: if the program hangs, SIGABRT makes it print where (see JackRig.wait_connected).
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "cli", "live", "--input", "test_mic", "--output",
+           "test_speakers", "--samplerate", str(rig.samplerate), "--model", str(model), "--json", *extra]
     if stop == "duration":
         cmd += ["--duration", "4"]
     proc = subprocess.Popen(cmd, env=rig.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -134,7 +140,7 @@ def run_live(rig: Any, model: Path, expected: np.ndarray, signal_in: np.ndarray,
         armed = rig.play(signal_in)
         rig.wait_played()
         time.sleep(0.3)  # the last samples are still on their way through the pipeline
-        played = time.monotonic()
+        played = rig.log_mark()
         if stop == "sigterm":
             proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
@@ -148,23 +154,28 @@ def run_live(rig: Any, model: Path, expected: np.ndarray, signal_in: np.ndarray,
     summary = json.loads(lines[0])
     recording, start = rig.recording()
     match = find_in_recording(recording, start, expected, rig.samplerate)
-    xruns = sum(armed <= t <= played for t in rig.xrun_times)
+    xruns = rig.xruns_between(armed, played)
     return LiveRun(summary, match, xruns, err)
 
 
 def clean_run(jack_rig: Callable[..., Any], samplerate: int, period: int, model: Path, expected: np.ndarray,
               signal_in: np.ndarray, *extra: str, stop: str = "duration", tries: int = 3) -> LiveRun:
-    """The first of ``tries`` runs (each on a fresh server) without an xrun; fails listing them all."""
-    runs = []
+    """The first of ``tries`` runs (each on a fresh server) without an xrun; fails listing them all. A run
+    whose server stalled before the program connected (:class:`RigStalled`) counts as one with xruns."""
+    failures = []
     for _ in range(tries):
-        run = run_live(jack_rig(samplerate=samplerate, period=period), model, expected, signal_in, *extra,
-                       stop=stop)
+        rig = jack_rig(samplerate=samplerate, period=period)
+        try:
+            run = run_live(rig, model, expected, signal_in, *extra, stop=stop)
+        except RigStalled as exc:
+            failures.append(f"server stalled: {str(exc)[:300]}")
+            continue
+        finally:
+            rig.close()  # an idle server left running would load the machine for the next try
         if run.clean:
             return run
-        runs.append(run)
-    pytest.fail("every run had an xrun while the signal played: "
-                + "; ".join(f"rig {r.rig_xruns_while_playing}, program {r.summary['xrun_detail']}"
-                            for r in runs))
+        failures.append(f"rig {run.rig_xruns_while_playing}, program {run.summary['xrun_detail']}")
+    pytest.fail("every run had an xrun while the signal played: " + "; ".join(failures))
 
 
 def check_delay_and_audio(run: LiveRun) -> None:
@@ -265,20 +276,27 @@ def test_wav_to_speakers_plays_the_enhanced_file(jack_rig: Callable[..., Any], g
                                                  tmp_path: Path) -> None:
     """--input FILE: the file is streamed through the engine, paced by the output device, and the run ends by
     itself once the file (and the engine's tail) has been played."""
-    rig = jack_rig()
     x = probe_signal(16000)
     source = tmp_path / "in.wav"
     sf.write(source, x, 16000, subtype="FLOAT")
-    start = time.monotonic()
-    res = _cli(rig, "live", "--input", str(source), "--output", "test_speakers", "--model", str(gain_onnx),
-               "--json")
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout)
-    assert summary["frames_in"] == len(x)
-    assert time.monotonic() - start >= len(x) / 16000  # played in real time
-    recording, _ = rig.recording()
-    match = find_in_recording(recording, 0, expected_output(gain_onnx, x, 16000), 16000)
-    assert match.snr_db >= MIN_SNR_DB and match.worst_chunk_snr_db >= MIN_SNR_DB, match
+    expected = expected_output(gain_onnx, x, 16000)
+    for attempt in range(3):  # a run with an xrun (a late server cycle slips the recording) is retried
+        rig = jack_rig()
+        mark = rig.log_mark()
+        start = time.monotonic()
+        res = _cli(rig, "live", "--input", str(source), "--output", "test_speakers", "--model", str(gain_onnx),
+                   "--json")
+        assert res.returncode == 0, res.stderr
+        summary = json.loads(res.stdout)
+        assert summary["frames_in"] == len(x)
+        assert time.monotonic() - start >= len(x) / 16000  # played in real time
+        recording, _ = rig.recording()
+        match = find_in_recording(recording, 0, expected, 16000)
+        if match.snr_db >= MIN_SNR_DB and match.worst_chunk_snr_db >= MIN_SNR_DB:
+            return
+        xruns = rig.xruns_between(mark, rig.log_mark()) + summary["xruns"]
+        assert xruns > 0 and attempt < 2, (match, f"{xruns} xruns")
+        rig.close()
 
 
 def slow_model(path: Path, hop_seconds: float) -> Path:
