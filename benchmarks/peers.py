@@ -639,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Also write the Markdown table to FILE and the JSON document beside it (FILE with "
                         "its suffix replaced by .json, e.g. peers.md -> peers.json).")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.suffix.lower() == ".json":
+        parser.error(f"--out {args.out} would be overwritten by the JSON written beside the table; give the "
+                     f"table's path, e.g. --out {args.out.with_suffix('.md')} (the JSON goes to {args.out}).")
     only = None if args.only is None else {s.strip() for s in args.only.split(",") if s.strip()}
     try:
         doc = benchmark(args.data, args.model, args.segan_model, args.limit, only,

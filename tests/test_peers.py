@@ -129,3 +129,13 @@ def test_benchmark_keeps_per_pair_scores_and_snrs(tmp_path: Path, monkeypatch: p
     assert len(ours["per_pair"]["stoi"]) == 4
     assert ours["stoi"] == pytest.approx(np.mean(ours["per_pair"]["stoi"]))
     assert "by input SNR" in peers.markdown(doc)
+
+
+def test_out_refuses_a_json_path_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out FILE.json would be the table overwritten by the JSON: refused at once, naming the fix."""
+    with pytest.raises(SystemExit) as exc:
+        peers.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "peers.json")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "peers.md" in err
+    assert not (tmp_path / "peers.json").exists()
