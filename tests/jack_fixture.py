@@ -216,9 +216,9 @@ class JackRig:
 
     def xruns_between(self, start: int, end: int) -> int:
         """How many xrun reports jackd logged between two marks (late cycles of the driver or of any client).
-        Read from jackd's log, not through a JACK xrun callback, because such a callback runs Python in a
-        thread of ordinary priority: preempted while it holds the GIL, it makes the real-time process callbacks
-        late, which is another xrun, and on a busy machine the rig never gets out of that spiral."""
+        Read from jackd's log rather than through a JACK xrun callback, which would run Python (take the GIL
+        from the real-time process callbacks) in an ordinary-priority thread on every xrun: more work for the
+        rig exactly when it is already late."""
         self._jackd_log.flush()
         self._jackd_log.seek(start)
         return sum(b"XRun" in line for line in self._jackd_log.read(max(0, end - start)).splitlines())
