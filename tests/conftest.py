@@ -16,7 +16,7 @@ def jack_rig() -> Iterator[Callable[..., object]]:
     Skipped when jackd, libportaudio2 or JACK-Client are missing, except in CI (``CI=true``), which installs
     them, so there a missing piece fails the test instead of hiding it.
     """
-    from jack_fixture import JackRig, RigStalled, missing_live_audio
+    from jack_fixture import TRIES, JackRig, RigStalled, missing_live_audio
 
     reason = missing_live_audio()
     if reason is not None:
@@ -25,7 +25,7 @@ def jack_rig() -> Iterator[Callable[..., object]]:
         pytest.skip(reason)
     rigs: list[JackRig] = []
 
-    def start(samplerate: int = 16000, period: int = 160, tries: int = 3) -> JackRig:
+    def start(samplerate: int = 16000, period: int = 160, tries: int = TRIES) -> JackRig:
         for attempt in range(tries):  # a server that runs late from its start is the machine, not the test
             rig = JackRig(samplerate, period)
             rigs.append(rig)

@@ -60,6 +60,9 @@ def _set_port_latency(port: Any, frames: int, capture: bool) -> None:
     lib.jack_port_set_latency(ptr, ctypes.c_uint32(frames))  # the older call, still read by some versions
 
 
+TRIES = 3  # runs on fresh servers before a live test blames the program for xruns or a stalled server
+
+
 class RigStalled(AssertionError):
     """The JACK server's cycles ran late (xruns) while the rig waited: the machine was too busy to run the
     rig itself, which says nothing of the program under test. Callers retry on a fresh server."""
@@ -109,8 +112,8 @@ class JackRig:
         # would otherwise leave its servers running, and JACK refuses more than a few ("Too many servers
         # already active"), which would fail every later live test on the machine.
         reaper = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
-        cmd = [*reaper, "jackd", "-n", self.server, "-R" if self._realtime else "--no-realtime", "-d", "dummy",
-               "-r", str(self.samplerate), "-p", str(self.period), "-C", "2", "-P", "2"]
+        cmd = [*reaper, "jackd", "-n", self.server, "-R" if self._realtime else "--no-realtime",
+               "-d", "dummy", "-r", str(self.samplerate), "-p", str(self.period), "-C", "2", "-P", "2"]
         self._jackd = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
                                        stderr=self._jackd_log)
         jack.set_error_function(lambda msg: None)  # libjack complains on every try while jackd boots
@@ -121,7 +124,8 @@ class JackRig:
                 break
             except jack.JackOpenError:
                 if self._jackd.poll() is not None:
-                    raise RuntimeError(f"jackd exited with {self._jackd.returncode}: {self.jackd_log()}") from None
+                    raise RuntimeError(f"jackd exited with {self._jackd.returncode}: "
+                                       f"{self.jackd_log()}") from None
                 if time.monotonic() > deadline:
                     raise RuntimeError("jackd did not accept clients within 10 s") from None
                 time.sleep(0.05)

@@ -42,7 +42,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import soundfile as sf
-from jack_fixture import RigStalled
+from jack_fixture import TRIES, RigStalled
 from onnx import TensorProto, helper, numpy_helper
 from onnx_models import OPSET, gain_model, make_spec
 from scipy import signal as sps
@@ -159,7 +159,7 @@ def run_live(rig: Any, model: Path, expected: np.ndarray, signal_in: np.ndarray,
 
 
 def clean_run(jack_rig: Callable[..., Any], samplerate: int, period: int, model: Path, expected: np.ndarray,
-              signal_in: np.ndarray, *extra: str, stop: str = "duration", tries: int = 3) -> LiveRun:
+              signal_in: np.ndarray, *extra: str, stop: str = "duration", tries: int = TRIES) -> LiveRun:
     """The first of ``tries`` runs (each on a fresh server) without an xrun; fails listing them all. A run
     whose server stalled before the program connected (:class:`RigStalled`) counts as one with xruns."""
     failures = []
@@ -280,12 +280,12 @@ def test_wav_to_speakers_plays_the_enhanced_file(jack_rig: Callable[..., Any], g
     source = tmp_path / "in.wav"
     sf.write(source, x, 16000, subtype="FLOAT")
     expected = expected_output(gain_onnx, x, 16000)
-    for attempt in range(3):  # a run with an xrun (a late server cycle slips the recording) is retried
+    for attempt in range(TRIES):  # a run with an xrun (a late server cycle slips the recording) is retried
         rig = jack_rig()
         mark = rig.log_mark()
         start = time.monotonic()
-        res = _cli(rig, "live", "--input", str(source), "--output", "test_speakers", "--model", str(gain_onnx),
-                   "--json")
+        res = _cli(rig, "live", "--input", str(source), "--output", "test_speakers", "--model",
+                   str(gain_onnx), "--json")
         assert res.returncode == 0, res.stderr
         summary = json.loads(res.stdout)
         assert summary["frames_in"] == len(x)
@@ -295,7 +295,7 @@ def test_wav_to_speakers_plays_the_enhanced_file(jack_rig: Callable[..., Any], g
         if match.snr_db >= MIN_SNR_DB and match.worst_chunk_snr_db >= MIN_SNR_DB:
             return
         xruns = rig.xruns_between(mark, rig.log_mark()) + summary["xruns"]
-        assert xruns > 0 and attempt < 2, (match, f"{xruns} xruns")
+        assert xruns > 0 and attempt < TRIES - 1, (match, f"{xruns} xruns")
         rig.close()
 
 
