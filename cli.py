@@ -6,6 +6,7 @@ command exits non-zero (the full traceback only with ``--verbose``).
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -81,13 +82,15 @@ def live(
     duration: float | None = typer.Option(None, help="Stop after this many seconds."),
     status_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object."),
     atten_lim: float | None = ATTEN_OPT,
+    stall_timeout: float = typer.Option(5.0, help="Seconds without audio from a running device (or for it to start or stop) before the run ends with an error (exit 2) instead of waiting on a hung sound server."),
 ) -> None:
     """Denoise a microphone (or WAV) into speakers (or a WAV) with low latency."""
     from realtime.live import run_live
 
     run_live(input=input, output=output, model=model, samplerate=samplerate, blocksize=blocksize,
              latency=latency.value, device=device.value, threads=threads, bypass=bypass, realtime=realtime,
-             duration=duration, json_summary=status_json, atten_lim_db=atten_lim)
+             duration=duration, json_summary=status_json, atten_lim_db=atten_lim,
+             stall_timeout=stall_timeout)
 
 
 @app.command()
@@ -192,10 +195,21 @@ def data_build(
 
 def main() -> None:
     """Console entry point: run the app, turning typed errors into one line and a non-zero exit."""
-    from realtime.errors import DenoiseError
+    from realtime.errors import DenoiseError, DeviceStalled
 
     try:
         app(standalone_mode=False)
+    except DeviceStalled as exc:
+        # A thread is blocked inside PortAudio, and its exit handler (Pa_Terminate) would block the same way:
+        # print, flush, and end without exit handlers. Output files were finished before this was raised.
+        if _state["verbose"]:
+            import traceback
+
+            traceback.print_exc()
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.exit_code)
     except DenoiseError as exc:
         if _state["verbose"]:
             raise

@@ -14,23 +14,27 @@ blocks:
   latency instead of repeated glitches; a buffer far above its target (after a stall, or from clock drift
   between two devices) drops its oldest samples back to the target.
 
-Both keep the counters that give the pipeline's exact delay (see :func:`pipeline_delay`) and every xrun.
+Both keep the counters that give the pipeline's exact delay (see :func:`pipeline_delay`) and every xrun, and
+the time of their last callback, which tells a stalled device (and :func:`bounded_call` bounds the PortAudio
+calls that block while the sound server does not run).
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from realtime.errors import DeviceError
+from realtime.errors import DeviceError, DeviceStalled
 
 Kind = Literal["input", "output"]
 JACK_HOSTAPI = "JACK Audio Connection Kit"  # PortAudio's name for it
@@ -43,19 +47,67 @@ _CLOCK_SAMPLES = 256
 _UNDER_FLAGS = ("input_underflow", "output_underflow")
 _OVER_FLAGS = ("input_overflow", "output_overflow")
 
+# How long PortAudio's initialisation may take: it asks the sound servers (JACK) for their clients.
+INIT_SECONDS = 10.0
+
 _sd: ModuleType | None = None
+_T = TypeVar("_T")
 
 
-def portaudio() -> ModuleType:
-    """Import ``sounddevice``, which loads PortAudio; a missing library is a one-line :class:`DeviceError`."""
+def bounded_call(fn: Callable[[], _T], timeout: float, what: str) -> _T:
+    """``fn()`` on a daemon thread, waited for at most ``timeout`` seconds; :class:`DeviceStalled` (saying
+    that ``what`` did not finish) if it is still running then. Its exceptions are re-raised here.
+
+    For the PortAudio calls that wait on the sound server: initialisation, and starting, stopping and closing
+    a stream. On JACK each waits for a server cycle (PortAudio 19.6 gives a stop up to 10 minutes), so a
+    server that stopped running (suspended, hung, or a dead PipeWire-JACK bridge) would otherwise hang the
+    program. The thread is left blocked; the caller must make no further PortAudio call.
+    """
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name=f"denoise-portaudio-{what.split()[0]}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise DeviceStalled(f"PortAudio did not {what} within {timeout:g} s: the device or the sound server "
+                            "(JACK, PipeWire, PulseAudio) stopped answering.",
+                            "replug the device or restart the sound server, and start again "
+                            "(`denoise devices` answers at once when PortAudio does).")
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def portaudio(timeout: float = INIT_SECONDS) -> ModuleType:
+    """Import ``sounddevice``, which loads and initialises PortAudio; a missing library is a one-line
+    :class:`DeviceError`, a sound server that does not answer within ``timeout`` a :class:`DeviceStalled`."""
     global _sd
     if _sd is None:
-        try:
+        def load() -> ModuleType:
             import sounddevice
+
+            return sounddevice
+
+        # sounddevice points file descriptor 2 at /dev/null while PortAudio initialises (to hide the host
+        # APIs' chatter); an initialisation that never returns would leave every later error unprinted.
+        stderr = os.dup(2)
+        try:
+            _sd = bounded_call(load, timeout, "initialise")
         except (OSError, ImportError) as exc:  # OSError: "PortAudio library not found"
             raise DeviceError(f"Live audio needs the PortAudio library, which could not be loaded ({exc}).",
                               _PORTAUDIO_FIX + ".") from None
-        _sd = sounddevice
+        except DeviceStalled:
+            os.dup2(stderr, 2)
+            raise
+        finally:
+            os.close(stderr)
     return _sd
 
 
@@ -227,10 +279,12 @@ class _Xruns:
         self.flag_overruns = 0
         self.callbacks = 0
         self.frames = 0
+        self.last: float | None = None  # perf_counter time of the last callback
         # (cycle time of the callback, stream frame index of the block's first sample)
         self.clock: collections.deque[tuple[float, int]] = collections.deque(maxlen=_CLOCK_SAMPLES)
 
     def note(self, cycle: float, status: Any, frames: int) -> None:
+        self.last = cycle
         self.clock.append((cycle, self.frames))
         self.callbacks += 1
         self.frames += frames

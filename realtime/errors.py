@@ -12,6 +12,7 @@ class DenoiseError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
         self.hint = hint
         super().__init__(message if hint is None else f"{message} Fix: {hint}")
 
@@ -26,6 +27,14 @@ class ModelError(DenoiseError):
 
 class DeviceError(DenoiseError):
     """A missing audio device, a missing PortAudio library, or a missing CUDA provider."""
+
+
+class DeviceStalled(DeviceError):
+    """An audio device or sound server that stopped answering: no callbacks, or a PortAudio call (initialise,
+    start, stop, close) that did not return in time. A thread is left blocked inside the audio library
+    (PortAudio on JACK waits up to 10 minutes per call) and PortAudio's exit handler would block again, so the
+    CLI ends the process without exit handlers (``os._exit``) after printing the error. Output files are
+    finished before this is raised."""
 
 
 class DataError(DenoiseError):

@@ -7,7 +7,11 @@ Threads and who does what:
 * One worker runs :class:`ABPipeline` (the engine, plus the input delayed by the same latency for bypass) from
   the source to the sink.
 * The main thread waits, refreshes the status line (stderr, only on a terminal), handles Ctrl-C/SIGTERM, stops
-  the streams in order (input, worker flush, output drained) and prints the summary.
+  the streams in order (input, worker flush, output drained) and prints the summary. It is also the watchdog:
+  a device stream with no callback for ``--stall-timeout`` seconds (a suspended or hung sound server, a device
+  that stopped delivering) ends the run with :class:`~realtime.errors.DeviceStalled` once the worker has
+  finished the output file, and the PortAudio calls that wait on the server (start, stop, close) are given the
+  same time (:func:`~realtime.audio_io.bounded_call`), so the program never hangs inside PortAudio.
 
 Latency, as reported and as measured on the device clock: PortAudio's input + output latency, the engine's
 (model's algorithmic latency plus the resamplers at other device rates), and the jitter buffer (the phase
@@ -39,12 +43,14 @@ import numpy as np
 import soundfile as sf
 
 from realtime.audio_io import (
+    INIT_SECONDS,
     JACK_HOSTAPI,
     Capture,
     CycleClock,
     DeviceInfo,
     JitterBuffer,
     Playback,
+    bounded_call,
     check_rate,
     list_devices,
     phase_offset,
@@ -54,7 +60,7 @@ from realtime.audio_io import (
 )
 from realtime.dsp import DelayLine, dry_share
 from realtime.engine import StreamingEngine
-from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError
+from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError, DeviceStalled
 from realtime.fileio import AUDIO_EXTENSIONS, read_audio_info
 from realtime.model import FrameModel, load_model
 from realtime.resample import ResamplingEngine
@@ -63,6 +69,9 @@ FADE_SECONDS = 0.010  # A/B crossfade: short enough to feel instant, long enough
 MAX_JITTER_SECONDS = 0.5  # the jitter buffer stops growing here; beyond it overload is heard, not buffered
 QUEUE_SECONDS = 0.5  # capture backlog a stalled worker may accumulate before blocks are dropped
 STATUS_HZ = 4
+# A running device calls back every few ms; this long without a callback, or for a PortAudio call that waits
+# on the sound server, is a stalled device (--stall-timeout).
+STALL_SECONDS = 5.0
 # PortAudio callbacks are Python and need the GIL; the default 5 ms switch interval could hold them back for
 # half a 10 ms block while the worker computes.
 _SWITCH_INTERVAL = 0.0005
@@ -463,7 +472,8 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), digits)  # NaN -> null in JSON
 
 
-def _validate(samplerate: int | None, blocksize: int | None, latency: str, duration: float | None) -> None:
+def _validate(samplerate: int | None, blocksize: int | None, latency: str, duration: float | None,
+              stall_timeout: float = STALL_SECONDS) -> None:
     if latency not in ("low", "high"):
         raise ConfigError(f"--latency is {latency!r}, expected 'low' or 'high'.",
                           "pass --latency low or high.")
@@ -475,6 +485,9 @@ def _validate(samplerate: int | None, blocksize: int | None, latency: str, durat
                           "omit it to use one model hop at the device rate.")
     if duration is not None and not duration > 0:
         raise ConfigError(f"--duration is {duration}, expected > 0 seconds.", "omit it to run until Ctrl-C.")
+    if not (math.isfinite(stall_timeout) and stall_timeout > 0):
+        raise ConfigError(f"--stall-timeout is {stall_timeout}, expected a number of seconds > 0.",
+                          f"omit it for the default of {STALL_SECONDS:g} s.")
 
 
 def _choose_rate(samplerate: int | None, file_rate: int | None, devices: list[tuple[DeviceInfo, str]],
@@ -498,9 +511,10 @@ def _choose_rate(samplerate: int | None, file_rate: int | None, devices: list[tu
 
 def run_live(input: str, output: str, model: Path | None, samplerate: int | None, blocksize: int | None,
              latency: str, device: str, threads: int, bypass: bool, realtime: bool, duration: float | None,
-             json_summary: bool, atten_lim_db: float | None = None) -> dict[str, Any]:
+             json_summary: bool, atten_lim_db: float | None = None,
+             stall_timeout: float = STALL_SECONDS) -> dict[str, Any]:
     """The ``denoise live`` command. Returns the summary it prints (one JSON object with ``json_summary``)."""
-    _validate(samplerate, blocksize, latency, duration)
+    _validate(samplerate, blocksize, latency, duration, stall_timeout)
     dry_share(atten_lim_db)
     src, dst = parse_endpoint(input, "input"), parse_endpoint(output, "output")
     audio = file_info = None
@@ -512,7 +526,7 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
     devices: list[tuple[DeviceInfo, str]] = []
     in_dev = out_dev = None
     if not src.is_file or not dst.is_file:
-        portaudio()
+        portaudio(max(INIT_SECONDS, stall_timeout))
         known = list_devices()
         if not src.is_file:
             in_dev = resolve_device(src.text, "input", known)
@@ -568,7 +582,7 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
                           input_name=in_dev.name if in_dev else str(src.path),
                           output_name=out_dev.name if out_dev else str(dst.path),
                           capture=capture, playback=playback)
-    _run(session, duration if capture else None)
+    _run(session, duration if capture else None, stall_timeout)
     summary = session.summary()
     if json_summary:
         print(json.dumps(summary))
@@ -577,34 +591,49 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
     return summary
 
 
-def _run(session: LiveSession, wall_limit: float | None) -> None:
-    """Start the streams and the worker, wait for the end (input exhausted, --duration, Ctrl-C, SIGTERM), stop
-    everything in order, and re-raise a worker error."""
+def _run(session: LiveSession, wall_limit: float | None, stall_timeout: float = STALL_SECONDS) -> None:
+    """Start the streams and the worker, wait for the end (input exhausted, --duration, Ctrl-C, SIGTERM, a
+    stream that stopped or stalled), stop everything in order, and re-raise a worker error.
+
+    A stall (no callback for ``stall_timeout`` seconds, or a start/stop/close that does not return in that
+    time) raises :class:`DeviceStalled` after the worker has finished the sink, and no PortAudio call is made
+    after it: the blocked one would make the next wait too."""
     stop = threading.Event()  # tells the worker to finish
-    lost: DeviceError | None = None
+    failure: DenoiseError | None = None  # the device ended the run: it stopped by itself, or stalled
     interrupted = threading.Event()
     restore = _install_signal_handlers(interrupted)
     old_interval = sys.getswitchinterval()
     status = _StatusLine(session) if sys.stderr.isatty() else None
     worker = threading.Thread(target=session.work, args=(stop,), name="denoise-worker", daemon=True)
-    streams = [s.stream for s in (session.playback, session.capture) if s is not None]
+    devices = [s for s in (session.playback, session.capture) if s is not None]
     try:
-        if streams:
+        if devices:
             sys.setswitchinterval(_SWITCH_INTERVAL)
         _start_bypass_toggle(session.pipeline)
         session.started = time.perf_counter()
         worker.start()
-        for stream in streams:  # the output first: it plays silence until the jitter buffer is primed
-            _call(stream.start, "start")
+        for dev in devices:  # the output first: it plays silence until the jitter buffer is primed
+            _control(dev.stream.start, "start", dev, stall_timeout)
+        watched_from = time.perf_counter()
         deadline = None if wall_limit is None else time.monotonic() + wall_limit
         if status:
             status.start()
         while worker.is_alive() and not interrupted.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if any(not stream.active for stream in streams):
-                lost = DeviceError("An audio stream stopped by itself (device unplugged, or the sound server "
-                                   "stopped).", "check the device with `denoise devices` and start again.")
+            if any(not dev.stream.active for dev in devices):
+                failure = DeviceError("An audio stream stopped by itself (device unplugged, or the sound "
+                                      "server stopped).", "check the device with `denoise devices` and start "
+                                      "again.")
+                break
+            silent = _silent_devices(devices, watched_from, stall_timeout)
+            if silent:
+                names = " and ".join(f"the {_kind(dev)} device {dev.device.name!r}" for dev in silent)
+                failure = DeviceStalled(
+                    f"No audio from {names} for {stall_timeout:g} s: the device or the sound server (JACK, "
+                    "PipeWire, PulseAudio) stopped running.",
+                    "replug the device or restart the sound server, and start again; --stall-timeout sets "
+                    "how long a silent device is waited for.")
                 break
             worker.join(timeout=1.0 / STATUS_HZ if deadline is None else
                         max(0.0, min(1.0 / STATUS_HZ, deadline - time.monotonic())))
@@ -614,33 +643,67 @@ def _run(session: LiveSession, wall_limit: float | None) -> None:
         if session.playback is not None and session.capture is not None:
             # No input from now on: an empty buffer is the end of the stream, not an underrun.
             session.playback.buffer.draining = True
-        if session.capture is not None:
-            _call(session.capture.stream.stop, "stop")
+        if session.capture is not None and not isinstance(failure, DeviceStalled):
+            _control(session.capture.stream.stop, "stop", session.capture, stall_timeout)
         stop.set()
         worker.join()
+    except DeviceStalled as exc:  # a start or stop that did not return
+        failure = exc
     finally:
         stop.set()
-        sd = portaudio() if streams else None
-        for stream in streams:
+        if worker.is_alive():  # the worker ends once stop is set (a sink's drain is bounded): it finishes
+            worker.join()      # the output file whatever stopped the run
+        if not isinstance(failure, DeviceStalled):
             try:
-                stream.close()
-            except sd.PortAudioError:  # closing after a failed start: nothing left to release
-                continue
+                for dev in devices:
+                    _control(dev.stream.close, "close", dev, stall_timeout, failed_start_ok=True)
+            except DeviceStalled as exc:
+                failure = exc
         if status:
             status.stop()
         sys.setswitchinterval(old_interval)
         restore()
+        if isinstance(failure, DeviceStalled):
+            raise _note_saved(failure, session)
     if session.error is not None:
         raise session.error
-    if lost is not None:
-        raise lost
+    if failure is not None:
+        raise failure
 
 
-def _call(fn: Any, what: str) -> None:
+def _kind(dev: Capture | Playback) -> str:
+    return "input" if isinstance(dev, Capture) else "output"
+
+
+def _silent_devices(devices: list[Capture | Playback], since: float,
+                    timeout: float) -> list[Capture | Playback]:
+    """The device streams without a callback for more than ``timeout`` s (counting from ``since`` until their
+    first one)."""
+    now = time.perf_counter()
+    return [dev for dev in devices
+            if now - (since if dev.xruns.last is None else max(since, dev.xruns.last)) > timeout]
+
+
+def _note_saved(exc: DeviceStalled, session: LiveSession) -> DeviceStalled:
+    """``exc`` saying where the recording up to the stall was saved, when the output is a file."""
+    sink = session.sink
+    if not isinstance(sink, FileSink) or session.error is not None or not sink.path.exists():
+        return exc
+    saved = (f"{exc.message} The recording up to then is saved in {sink.path} "
+             f"({sink.frames / session.rate:.1f} s).")
+    return DeviceStalled(saved, exc.hint)
+
+
+def _control(fn: Any, what: str, dev: Capture | Playback, timeout: float,
+             failed_start_ok: bool = False) -> None:
+    """Start, stop or close a device stream (``fn``) within ``timeout`` s (:func:`bounded_call`); a PortAudio
+    error is a :class:`DenoiseError`, except on closing a stream whose start failed (``failed_start_ok``)."""
     sd = portaudio()
     try:
-        fn()
+        bounded_call(fn, timeout, f"{what} the {_kind(dev)} stream of {dev.device.name!r}")
     except sd.PortAudioError as exc:
+        if failed_start_ok:
+            return
         raise DenoiseError(f"PortAudio could not {what} the stream ({exc}).",
                            "check the device with `denoise devices`, or pick another one.") from None
 

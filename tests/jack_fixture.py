@@ -83,6 +83,7 @@ class JackRig:
         # SCHED_FIFO needs root; it gives far fewer xruns on a busy machine.
         self._realtime = realtime and os.geteuid() == 0
         self._jackd: subprocess.Popen[bytes] | None = None
+        self._suspended = False
         # jackd's messages go to a file (closed by close()), never to a pipe: a late client makes it log every
         # cycle (~12 KB/s), so an undrained pipe fills in seconds and jackd then blocks in write().
         self._jackd_log = tempfile.TemporaryFile()  # noqa: SIM115
@@ -183,8 +184,12 @@ class JackRig:
                 return
             if proc.poll() is not None:
                 out, err = proc.communicate()
-                raise AssertionError(f"program exited with {proc.returncode} before connecting:\n{out}\n"
-                                     f"{err}")
+                # The program gives up on a server that does not run its cycles (--stall-timeout); when the
+                # server logged xruns meanwhile, that was the machine.
+                xruns = self.xruns_between(mark, self.log_mark())
+                raise (RigStalled if xruns else AssertionError)(
+                    f"program exited with {proc.returncode} before connecting ({xruns} xrun reports from "
+                    f"jackd meanwhile):\n{out}\n{err}")
             time.sleep(0.02)
         # Where is it stuck? With ``-X faulthandler`` SIGABRT makes Python print every thread's stack first.
         state = self.connections()
@@ -199,6 +204,18 @@ class JackRig:
             f"program did not connect to test_mic/test_speakers within {timeout} s "
             f"({xruns} xrun reports from jackd meanwhile; connections then: {state}); its output:\n{out}\n"
             f"{err}\njackd's log:\n{self.jackd_log()}")
+
+    def suspend(self) -> None:
+        """Freeze the JACK server (SIGSTOP): no more cycles, and every call to it blocks, as with a hung
+        sound server. :meth:`resume` undoes it; :meth:`close` resumes it first."""
+        if self._jackd is not None and self._jackd.poll() is None:
+            os.kill(self._jackd.pid, signal.SIGSTOP)
+            self._suspended = True
+
+    def resume(self) -> None:
+        if self._suspended and self._jackd is not None and self._jackd.poll() is None:
+            os.kill(self._jackd.pid, signal.SIGCONT)
+        self._suspended = False
 
     def connections(self) -> dict[str, list[str]]:
         return {p.name: [q.name for q in self._mic.get_all_connections(p)]
@@ -250,6 +267,7 @@ class JackRig:
         """Stop the clients and the server; safe to call again."""
         import jack
 
+        self.resume()  # a frozen server would block the clients' deactivation
         for client in self._clients:
             try:
                 client.deactivate()

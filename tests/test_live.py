@@ -7,11 +7,13 @@ The real-stream tests are in ``test_live_e2e.py``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,11 +21,20 @@ import pytest
 import soundfile as sf
 from onnx_models import ema_model, gain_model
 
-from realtime.audio_io import CycleClock, DeviceInfo, JitterBuffer, SampleFifo, jitter_target, resolve_device
+from realtime.audio_io import (
+    INIT_SECONDS,
+    CycleClock,
+    DeviceInfo,
+    JitterBuffer,
+    SampleFifo,
+    bounded_call,
+    jitter_target,
+    resolve_device,
+)
 from realtime.batch import enhance_audio
 from realtime.engine import StreamingEngine
-from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError
-from realtime.live import ABPipeline, parse_endpoint, run_live
+from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError, DeviceStalled
+from realtime.live import ABPipeline, _silent_devices, parse_endpoint, run_live
 from realtime.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,6 +304,78 @@ def test_endpoints_tell_files_from_devices(tmp_path: Path) -> None:
     assert parse_endpoint(str(existing), "input").path == existing
 
 
+# ----------------------------------------------------------------------------------- stalled devices
+
+
+def test_bounded_call_returns_reraises_and_gives_up_on_a_blocked_call() -> None:
+    assert bounded_call(lambda: 42, 1.0, "answer") == 42
+    with pytest.raises(ZeroDivisionError):
+        bounded_call(lambda: 1 / 0, 1.0, "divide")
+    never = threading.Event()
+    start = time.monotonic()
+    with pytest.raises(DeviceStalled, match="PortAudio did not stop the input stream within 0.2 s"):
+        bounded_call(never.wait, 0.2, "stop the input stream")
+    assert time.monotonic() - start < 2.0
+    never.set()  # let the abandoned thread end
+
+
+class _FakeStream:
+    def __init__(self, last: float | None) -> None:
+        self.xruns = SimpleNamespace(last=last)
+
+
+def test_a_device_is_stalled_after_timeout_seconds_without_a_callback() -> None:
+    now = time.perf_counter()
+    running, stalled, never_called = _FakeStream(now - 0.1), _FakeStream(now - 3.0), _FakeStream(None)
+    devices: Any = [running, stalled, never_called]
+    assert _silent_devices(devices, since=now - 10.0, timeout=2.0) == [stalled, never_called]
+    # until its first callback a stream is timed from when the streams started
+    assert _silent_devices(devices, since=now - 1.0, timeout=2.0) == []
+
+
+def test_a_stalled_device_ends_the_cli_without_waiting_on_exit_handlers() -> None:
+    """DeviceStalled leaves a thread blocked in PortAudio, whose exit handler would block as well: the CLI
+    prints the one-line error and ends at once (an exit handler that never returns stands in for
+    PortAudio's)."""
+    script = (
+        "import atexit, sys, threading\n"
+        "atexit.register(threading.Event().wait)\n"
+        "import realtime.live\n"
+        "from realtime.errors import DeviceStalled\n"
+        "def stalled(**kw):\n"
+        "    raise DeviceStalled('No audio from the input device for 5 s.', 'restart the sound server.')\n"
+        "realtime.live.run_live = stalled\n"
+        "sys.argv = ['denoise', 'live', '--input', 'mic', '--output', 'speakers']\n"
+        "import cli\n"
+        "cli.main()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == ["error: No audio from the input device for 5 s. Fix: restart the sound server."], \
+        res.stderr
+
+
+def test_portaudio_that_never_initialises_is_reported_not_silenced(tmp_path: Path) -> None:
+    """PortAudio's initialisation asks the sound server, and sounddevice sends stderr to /dev/null meanwhile:
+    a server that never answers must give an error on the real stderr, not a silent hang. A stand-in
+    ``sounddevice`` does just that (stderr to /dev/null, then blocks)."""
+    (tmp_path / "sounddevice.py").write_text(
+        "import os, threading\n"
+        "os.dup2(os.open(os.devnull, os.O_WRONLY), 2)\n"
+        "threading.Event().wait()\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "cli", "devices"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert res.returncode == 2, res.stderr
+    assert time.monotonic() - start < INIT_SECONDS + 20
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert f"PortAudio did not initialise within {INIT_SECONDS:g} s" in lines[0], res.stderr
+
+
 # ------------------------------------------------------------------------------------ without PortAudio
 
 
@@ -378,4 +461,7 @@ def test_file_mode_errors(tmp_path: Path) -> None:
         _live_file(tmp_path, model, input=str(tmp_path / "missing.wav"))
     with pytest.raises(ConfigError, match="--atten-lim 20"):
         _live_file(tmp_path, model, atten_lim_db=-3.0)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="--stall-timeout"):
+            _live_file(tmp_path, model, stall_timeout=bad)
     assert not (tmp_path / "out.wav").exists()

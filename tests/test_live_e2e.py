@@ -272,6 +272,42 @@ def test_microphone_to_wav_records_the_enhanced_input(jack_rig: Callable[..., An
     assert match.chunk_delays == [match.delay], match
 
 
+def test_a_frozen_sound_server_ends_the_run_and_keeps_the_recording(
+        jack_rig: Callable[..., Any], gain_onnx: Path, tmp_path: Path) -> None:
+    """The sound server stops running mid-run (jackd frozen with SIGSTOP; PortAudio's stop would then wait 10
+    minutes, and its exit handler for ever): after --stall-timeout seconds without a callback the program says
+    which device stalled and exits 2, and the microphone's recording up to the stall is saved."""
+    rig = jack_rig()
+    out = tmp_path / "rec.wav"
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "cli", "live", "--input", "test_mic", "--output",
+           str(out), "--model", str(gain_onnx), "--stall-timeout", "1"]
+    proc = subprocess.Popen(cmd, env=rig.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not rig.connections()["test_mic:capture_1"]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        time.sleep(1.0)
+        rig.suspend()
+        frozen = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        waited = time.monotonic() - frozen
+    finally:
+        rig.resume()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, stderr
+    assert "No audio from the input device 'test_mic' for 1 s" in lines[0], lines[0]
+    assert waited < 10, f"{waited:.1f} s from the freeze to the exit"  # 1 s, plus a loaded machine's slack
+    recorded, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and len(recorded) >= 0.5 * rate, len(recorded)  # about the second before the freeze
+    assert f"saved in {out} ({len(recorded) / rate:.1f} s)" in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gain.onnx", "rec.wav"]  # no temporary file left
+
+
 def test_wav_to_speakers_plays_the_enhanced_file(jack_rig: Callable[..., Any], gain_onnx: Path,
                                                  tmp_path: Path) -> None:
     """--input FILE: the file is streamed through the engine, paced by the output device, and the run ends by
