@@ -292,10 +292,11 @@ class _Xruns:
             self.flag_underruns += sum(bool(getattr(status, f)) for f in _UNDER_FLAGS)
             self.flag_overruns += sum(bool(getattr(status, f)) for f in _OVER_FLAGS)
 
-    def origin(self, samplerate: int) -> float | None:
+    def origin(self, samplerate: int, skip: int = 0) -> float | None:
         """The stream's clock origin: perf_counter time at which its frame 0 was handed over, estimated as the
-        earliest ``t - frame/rate`` over recent callbacks (callbacks can run late, never early)."""
-        points = list(self.clock)
+        earliest ``t - frame/rate`` over recent callbacks (callbacks can run late, never early), leaving out
+        those of its first ``skip`` frames."""
+        points = [(t, frame) for t, frame in self.clock if frame >= skip]
         if not points:
             return None
         return min(t - frame / samplerate for t, frame in points)
@@ -420,16 +421,16 @@ class SampleFifo:
         self.level -= n
 
 
-def jitter_target(block: int, hop: int, resampled: bool) -> int:
-    """The smallest jitter buffer that never runs dry while the worker keeps up, in frames.
+def jitter_target(block: int, lag: int) -> int:
+    """The smallest jitter buffer that never runs dry while the worker keeps up, in frames: ``block + lag``.
 
     The output callback needs ``block`` frames while the input block of the same cycle is still being
-    processed, and the engine returns whole hops, so after ``k`` input blocks it has produced at least
-    ``k*block - (hop - gcd(block, hop))`` frames. Starting playback with ``block + hop - gcd`` frames queued
-    keeps the buffer at or above one block before every read. Resampled output is not hop-aligned: a whole hop
-    of margin.
+    processed, and the engine's output trails its input by up to ``lag`` frames more than at its least (its
+    ``output_lag(block)``: ``hop - gcd(block, hop)`` for whole hops; counted exactly through the resamplers,
+    where it is 0 for 384-frame blocks at 48 kHz and 353 for 353-frame blocks at 44.1 kHz). Starting playback
+    with ``block + lag`` frames queued keeps the buffer at or above one block before every read.
     """
-    return block + hop - (0 if resampled else math.gcd(block, hop))
+    return block + lag
 
 
 class JitterBuffer:
@@ -448,11 +449,11 @@ class JitterBuffer:
     has ended and an empty buffer is the end of the stream, not an underrun.
     """
 
-    def __init__(self, channels: int, hop: int, resampled: bool, max_target: int,
+    def __init__(self, channels: int, hop: int, lag: Callable[[int], int], max_target: int,
                  blocksize: int | None) -> None:
         self.channels = channels
         self.grow = hop
-        self.resampled = resampled
+        self.lag = lag  # the engine's output_lag: how far its output trails its input, by block size
         self.max_target = max_target
         self.blocksize = blocksize
         self.target = 0
@@ -472,7 +473,7 @@ class JitterBuffer:
 
     def _size_for(self, block: int) -> None:
         self.blocksize = block
-        self.target = jitter_target(block, self.grow, self.resampled)
+        self.target = jitter_target(block, self.lag(block))
         self.max_target = max(self.max_target, self.target)
         # Trim only far above target: two blocks of callback granularity and a hop of engine burstiness.
         self.slack = 2 * block + self.grow
@@ -588,7 +589,12 @@ def phase_offset(capture: Capture, playback: Playback) -> float | None:
     """How many frames after the input stream's frame 0 the output stream's frame 0 was handed to PortAudio
     (float frames; None until both streams have run)."""
     t_in = capture.xruns.origin(capture.samplerate)
-    t_out = playback.xruns.origin(playback.samplerate)
+    # An output stream's first callbacks can run early, not late: PortAudio's ALSA host fills the device
+    # buffer (its reported latency) at once on start, before the device clock runs (measured through
+    # PulseAudio: three 353-frame callbacks within 1 ms, then none for 0.7 s, which put the estimate 0.6-1.3 s
+    # off). So the output's clock is read from the callbacks after its first buffer and block.
+    prefill = math.ceil(playback.latency * playback.samplerate) + (playback.buffer.blocksize or 0)
+    t_out = playback.xruns.origin(playback.samplerate, skip=prefill)
     if t_in is None or t_out is None:
         return None
     return (t_out - t_in) * capture.samplerate

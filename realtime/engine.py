@@ -12,6 +12,8 @@ one pass (stateless models: all frames in a few batched ONNX calls) and returns 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from realtime.dsp import DeEmphasis, DelayLine, PreEmphasis, deemphasis, dry_share, preemphasis
@@ -71,6 +73,14 @@ class StreamingEngine:
         self._consumed = 0
         self._produced = 0
         self._squeeze = False
+
+    def output_lag(self, block: int) -> int:
+        """For a stream fed ``block`` samples at a time: how far the output can trail the input beyond the
+        least it does (the max - min over the stream of input so far - output so far). The engine returns
+        whole hops, so after ``k`` blocks it has returned ``hop * floor(k * block / hop)``: the lag is
+        ``hop - gcd(block, hop)``. A jitter buffer sized from it never runs dry (see
+        :func:`realtime.audio_io.jitter_target`)."""
+        return self.hop - math.gcd(block, self.hop)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Feed float32 ``[C, n]`` (or ``[n]``); returns float32 ``[C, k*hop]`` (or ``[k*hop]``) final samples."""

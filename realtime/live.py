@@ -80,6 +80,8 @@ _SWITCH_INTERVAL = 0.0005
 class Engine(Protocol):
     latency_samples: int
 
+    def output_lag(self, block: int) -> int: ...
+
     def process(self, block: np.ndarray) -> np.ndarray: ...
 
     def flush(self) -> np.ndarray: ...
@@ -194,18 +196,29 @@ class Source(Protocol):
 
 
 class DeviceSource:
-    """Blocks from a :class:`Capture`; after ``stop`` (the input stream stopped first) its backlog too."""
+    """Blocks from a :class:`Capture`; after ``stop`` (the input stream is stopped first) the backlog queued
+    then, and no more: a stream that could not be stopped must not keep the worker running."""
 
     def __init__(self, capture: Capture) -> None:
         self.capture = capture
         self.frames = 0
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        queued = self.capture.blocks
+        backlog: int | None = None  # blocks still to take once stopped
         while True:
+            if backlog is None and stop.is_set():
+                backlog = queued.qsize()
             try:
-                block = self.capture.blocks.get(timeout=0.05)
+                if backlog is None:
+                    block = queued.get(timeout=0.05)
+                elif backlog > 0:
+                    backlog -= 1
+                    block = queued.get_nowait()
+                else:
+                    return
             except queue.Empty:
-                if stop.is_set():
+                if backlog is not None:
                     return
                 continue
             self.frames += block.shape[1]
@@ -565,7 +578,7 @@ def run_live(input: str, output: str, model: Path | None, samplerate: int | None
             capture = Capture(in_dev, rate, block, latency, clock, 1,
                               queue_blocks=max(4, round(QUEUE_SECONDS * rate / (block or hop))))
         if out_dev:
-            buffer = JitterBuffer(channels, hop, resampled=rate != spec.sample_rate,
+            buffer = JitterBuffer(channels, hop, lag=engine.output_lag,
                                   max_target=round(MAX_JITTER_SECONDS * rate), blocksize=block)
             playback = Playback(out_dev, rate, latency, clock, buffer)
     except DenoiseError:

@@ -22,6 +22,8 @@ from realtime.errors import AudioFormatError
 
 _STOPBAND_DB = 80.0
 _PASSBAND = 0.84  # passband edge as a fraction of the lower rate's Nyquist; the stopband starts at that Nyquist
+# Blocks counted by ResamplingEngine.output_lag: a whole period at 44.1 kHz (56448 blocks at most, ~2 ms).
+_LAG_BLOCKS = 65536
 
 
 def _check_rate(rate: int, what: str) -> None:
@@ -95,6 +97,14 @@ class StreamResampler:
         self._buf[...] = 0.0
         self._next = -self._shift  # high-rate index of the next output, relative to the next input sample
 
+    def total_out(self, total_in: np.ndarray) -> np.ndarray:
+        """How many samples :meth:`process` has returned in all, from a reset, once ``total_in`` (int64, each
+        >= 1) samples have gone in, in any blocks: the outputs whose high-rate index ``j * down - shift`` lies
+        below ``total_in * up``. Counts only, no audio."""
+        if self.identity:
+            return total_in
+        return np.maximum(0, (total_in * self.up - 1 + self._shift) // self.down + 1)
+
     def process(self, block: np.ndarray) -> np.ndarray:
         """float32 ``[C, n]`` -> float32 ``[C, m]``: every output sample whose inputs have all arrived."""
         if self.identity:
@@ -144,6 +154,23 @@ class ResamplingEngine:
         self._consumed = 0
         self._produced = 0
         self._squeeze = False
+
+    def output_lag(self, block: int) -> int:
+        """As :meth:`StreamingEngine.output_lag`, at the outer rate: counted exactly, without audio, over one
+        period of the block pattern. Output comes in whole inner hops (``hop * rate / inner`` outer samples, a
+        fraction at 44.1 kHz) and each resampler rounds, so the lag is about a hop for most blocks, and 0 for a
+        block of a whole number of hops at a multiple of the inner rate (384 samples at 48 kHz)."""
+        hop = self.engine.hop
+        # After P blocks the down-resampler has made a whole number of hops' worth that the up-resampler
+        # maps back to exactly P * block: the pattern of the lag repeats with period P.
+        cycle = self._down.down * hop * self._up.down
+        period = cycle // math.gcd(block * self._down.up, cycle)
+        k = np.arange(1, min(period, _LAG_BLOCKS) + 1, dtype=np.int64)
+        inner = self._down.total_out(k * block)
+        hops = inner // hop * hop  # the engine returns whole hops
+        out = np.where(hops > 0, self._up.total_out(np.maximum(hops, 1)), 0)
+        behind = k * block - out
+        return int(behind.max() - behind.min())
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """float32 ``[C, n]`` (or ``[n]``) at the outer rate -> the final samples at the outer rate."""

@@ -7,7 +7,9 @@ The real-stream tests are in ``test_live_e2e.py``.
 from __future__ import annotations
 
 import json
+import math
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -34,8 +36,9 @@ from realtime.audio_io import (
 from realtime.batch import enhance_audio
 from realtime.engine import StreamingEngine
 from realtime.errors import AudioFormatError, ConfigError, DenoiseError, DeviceError, DeviceStalled
-from realtime.live import ABPipeline, _silent_devices, parse_endpoint, run_live
+from realtime.live import ABPipeline, DeviceSource, _silent_devices, parse_endpoint, run_live
 from realtime.model import load_model
+from realtime.resample import ResamplingEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 HOP = 128
@@ -76,6 +79,11 @@ class Pipeline:
         self.produced = ready
 
 
+def whole_hops(hop: int) -> Any:
+    """The ``output_lag`` of an engine that returns whole hops (:meth:`StreamingEngine.output_lag`)."""
+    return lambda block: hop - math.gcd(block, hop)
+
+
 def play(buffer: JitterBuffer, frames: int, channels: int = 1) -> np.ndarray:
     out = np.full((frames, channels), np.nan, dtype=np.float32)
     buffer.fill(out)
@@ -97,8 +105,8 @@ def check_delay(output: np.ndarray, buffer: JitterBuffer, latency: int = 0, star
 def test_jitter_target_never_runs_dry(block: int, hop: int) -> None:
     """Output callback first in each cycle (the worst order), the worker done before the next: with the
     target of :func:`jitter_target` no underrun ever happens, and the delay is what the counters say."""
-    buffer = JitterBuffer(1, hop, resampled=False, max_target=8000, blocksize=block)
-    assert buffer.target == jitter_target(block, hop, resampled=False)
+    buffer = JitterBuffer(1, hop, lag=whole_hops(hop), max_target=8000, blocksize=block)
+    assert buffer.target == jitter_target(block, hop - math.gcd(block, hop))
     worker = Pipeline(buffer, block, hop, latency=hop)
     out = []
     for _ in range(600):
@@ -113,7 +121,7 @@ def test_jitter_target_never_runs_dry(block: int, hop: int) -> None:
 
 def test_underrun_costs_one_hop_of_latency_not_repeated_glitches() -> None:
     block, hop = 160, 128
-    buffer = JitterBuffer(1, hop, resampled=False, max_target=8000, blocksize=block)
+    buffer = JitterBuffer(1, hop, lag=whole_hops(hop), max_target=8000, blocksize=block)
     worker = Pipeline(buffer, block, hop)
     out = []
     for cycle in range(400):
@@ -127,7 +135,7 @@ def test_underrun_costs_one_hop_of_latency_not_repeated_glitches() -> None:
         if cycle == 102:
             worker.input_block()
             worker.input_block()
-    target = jitter_target(block, hop, resampled=False)
+    target = jitter_target(block, hop - math.gcd(block, hop))
     assert buffer.empty == 1, "one stall must cost one underrun, not one per block"
     assert buffer.target == target + hop
     output = np.concatenate(out)
@@ -138,7 +146,7 @@ def test_underrun_costs_one_hop_of_latency_not_repeated_glitches() -> None:
 
 def test_backlog_far_above_target_is_trimmed_back() -> None:
     block, hop = 160, 128
-    buffer = JitterBuffer(1, hop, resampled=False, max_target=8000, blocksize=block)
+    buffer = JitterBuffer(1, hop, lag=whole_hops(hop), max_target=8000, blocksize=block)
     worker = Pipeline(buffer, block, hop)
     out = []
     for cycle in range(200):
@@ -154,7 +162,7 @@ def test_backlog_far_above_target_is_trimmed_back() -> None:
 
 
 def test_draining_plays_the_tail_and_is_no_underrun() -> None:
-    buffer = JitterBuffer(1, HOP, resampled=False, max_target=8000, blocksize=160)
+    buffer = JitterBuffer(1, HOP, lag=whole_hops(HOP), max_target=8000, blocksize=160)
     buffer.write(np.arange(1, 101, dtype=np.float32)[None, :])  # less than the target: never primed
     buffer.draining = True
     first = play(buffer, 160)
@@ -164,13 +172,38 @@ def test_draining_plays_the_tail_and_is_no_underrun() -> None:
 
 
 def test_block_size_is_learnt_from_the_first_callback() -> None:
-    buffer = JitterBuffer(1, HOP, resampled=True, max_target=8000, blocksize=None)
+    buffer = JitterBuffer(1, HOP, lag=whole_hops(HOP), max_target=8000, blocksize=None)
     play(buffer, 480)
-    assert buffer.blocksize == 480 and buffer.target == jitter_target(480, HOP, resampled=True) == 480 + HOP
+    assert buffer.blocksize == 480 and buffer.target == jitter_target(480, 96) == 480 + HOP - 32
+
+
+@pytest.mark.parametrize("rate,block", [(48000, 384), (48000, 480), (44100, 353), (44100, 441), (22050, 256),
+                                        (32000, 160)])
+def test_resampled_output_lag_is_exact_and_the_target_never_runs_dry(rate: int, block: int,
+                                                                     tmp_path: Path) -> None:
+    """Through the resamplers the engine's output comes in uneven pieces (352, 353 or 706 frames per
+    353-frame block at 44.1 kHz; exactly 384 per 384 at 48 kHz). ``output_lag``, counted without audio, is
+    what 3000 blocks through the real engine show, and a buffer of ``block + output_lag`` fed by it, read
+    before each write (the worst order), never runs dry."""
+    engine = ResamplingEngine(StreamingEngine(load_model(gain_model(tmp_path / "g.onnx"))), rate)
+    lag = engine.output_lag(block)
+    buffer = JitterBuffer(1, round(128 * rate / 16000), lag=engine.output_lag, max_target=8000,
+                          blocksize=block)
+    behind, fed, got = [], 0, 0
+    for _ in range(3000):
+        play(buffer, block)
+        out = engine.process(np.ones((1, block), np.float32))
+        buffer.write(out[None, :] if out.ndim == 1 else out)
+        fed, got = fed + block, got + out.shape[-1]
+        behind.append(fed - got)
+    assert max(behind) - min(behind) == lag
+    assert buffer.primed and buffer.empty == 0 and buffer.trim_events == 0
+    if rate % 16000 == 0 and block % round(128 * rate / 16000) == 0:
+        assert lag == 0  # whole hops at a multiple of the model rate: no margin, no latency spent on it
 
 
 def test_mono_is_played_on_every_device_channel() -> None:
-    buffer = JitterBuffer(1, HOP, resampled=False, max_target=8000, blocksize=128)
+    buffer = JitterBuffer(1, HOP, lag=whole_hops(HOP), max_target=8000, blocksize=128)
     buffer.write(np.arange(1, 257, dtype=np.float32)[None, :])
     out = np.zeros((128, 2), dtype=np.float32)
     buffer.fill(out)
@@ -305,6 +338,39 @@ def test_endpoints_tell_files_from_devices(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- stalled devices
+
+
+def test_a_capture_that_keeps_running_after_stop_does_not_keep_the_worker() -> None:
+    """After stop the worker takes the backlog queued then and ends, even while blocks keep coming (an input
+    stream whose stop failed or hung)."""
+    capture: Any = SimpleNamespace(blocks=queue.Queue())
+    for i in range(3):
+        capture.blocks.put(np.full((1, 4), i, np.float32))
+    running = threading.Event()
+    running.set()
+
+    def keep_feeding() -> None:
+        while running.is_set():
+            capture.blocks.put(np.full((1, 4), 9, np.float32))
+            time.sleep(0.001)
+
+    stop = threading.Event()
+    stop.set()
+    source = DeviceSource(capture)
+    feeder = threading.Thread(target=keep_feeding, daemon=True)
+    got: list[float] = []
+    try:
+        blocks = source.blocks(stop)
+        got.append(float(next(blocks)[0, 0]))
+        feeder.start()
+        for block in blocks:
+            got.append(float(block[0, 0]))
+            if len(got) > 50:  # the old behaviour: as long as blocks come
+                break
+    finally:
+        running.clear()
+    assert got[:3] == [0.0, 1.0, 2.0] and len(got) < 10, got
+    assert source.frames == 4 * len(got)
 
 
 def test_bounded_call_returns_reraises_and_gives_up_on_a_blocked_call() -> None:
