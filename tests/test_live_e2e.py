@@ -240,21 +240,29 @@ def test_bypass_plays_the_input_with_the_same_latency(jack_rig: Callable[..., An
     assert run.summary["blocksize"] == 160  # no --blocksize on JACK: its period
 
 
+def record_microphone(rig: Any, model: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    """Start ``denoise live --input test_mic --output OUT`` and return once it reads the microphone."""
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "cli", "live", "--input", "test_mic", "--output",
+           str(out), "--model", str(model), *extra]
+    proc = subprocess.Popen(cmd, env=rig.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 20
+    while not rig.connections()["test_mic:capture_1"]:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the program did not open test_mic: {proc.communicate()}")
+        time.sleep(0.02)
+    return proc
+
+
 def test_microphone_to_wav_records_the_enhanced_input(jack_rig: Callable[..., Any], gain_onnx: Path,
                                                       tmp_path: Path) -> None:
     """--output FILE: the recording is the model's output aligned with the microphone (latency removed)."""
     rig = jack_rig()
     x = probe_signal(16000)
     out = tmp_path / "rec.wav"
-    cmd = [sys.executable, "-m", "cli", "live", "--input", "test_mic", "--output", str(out), "--model",
-           str(gain_onnx), "--duration", "3.5", "--json"]
-    proc = subprocess.Popen(cmd, env=rig.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = record_microphone(rig, gain_onnx, out, "--duration", "3.5", "--json")
     try:
-        deadline = time.monotonic() + 20
-        while not rig.connections()["test_mic:capture_1"]:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
         time.sleep(0.3)
         rig.play(x)
         rig.wait_played()
@@ -279,15 +287,8 @@ def test_a_frozen_sound_server_ends_the_run_and_keeps_the_recording(
     which device stalled and exits 2, and the microphone's recording up to the stall is saved."""
     rig = jack_rig()
     out = tmp_path / "rec.wav"
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "cli", "live", "--input", "test_mic", "--output",
-           str(out), "--model", str(gain_onnx), "--stall-timeout", "1"]
-    proc = subprocess.Popen(cmd, env=rig.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = record_microphone(rig, gain_onnx, out, "--stall-timeout", "1")
     try:
-        deadline = time.monotonic() + 20
-        while not rig.connections()["test_mic:capture_1"]:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
         time.sleep(1.0)
         rig.suspend()
         frozen = time.monotonic()
