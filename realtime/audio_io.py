@@ -279,12 +279,15 @@ class _Xruns:
         self.flag_overruns = 0
         self.callbacks = 0
         self.frames = 0
-        self.last: float | None = None  # perf_counter time of the last callback
         # (cycle time of the callback, stream frame index of the block's first sample)
         self.clock: collections.deque[tuple[float, int]] = collections.deque(maxlen=_CLOCK_SAMPLES)
 
+    @property
+    def last(self) -> float | None:
+        """perf_counter time of the last callback (None before the first)."""
+        return self.clock[-1][0] if self.clock else None
+
     def note(self, cycle: float, status: Any, frames: int) -> None:
-        self.last = cycle
         self.clock.append((cycle, self.frames))
         self.callbacks += 1
         self.frames += frames

@@ -205,22 +205,18 @@ class DeviceSource:
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
         queued = self.capture.blocks
-        backlog: int | None = None  # blocks still to take once stopped
-        while True:
-            if backlog is None and stop.is_set():
-                backlog = queued.qsize()
+        while not stop.is_set():
             try:
-                if backlog is None:
-                    block = queued.get(timeout=0.05)
-                elif backlog > 0:
-                    backlog -= 1
-                    block = queued.get_nowait()
-                else:
-                    return
+                block = queued.get(timeout=0.05)
             except queue.Empty:
-                if backlog is not None:
-                    return
                 continue
+            self.frames += block.shape[1]
+            yield block
+        for _ in range(queued.qsize()):  # the backlog queued when stopped, and no more
+            try:
+                block = queued.get_nowait()
+            except queue.Empty:
+                return
             self.frames += block.shape[1]
             yield block
 
