@@ -315,6 +315,7 @@ class _DeviceStream:
     PortAudio's reported latency of the open ``stream``."""
 
     stream: Any
+    kind: Kind
 
     def __init__(self, device: DeviceInfo, samplerate: int, clock: CycleClock) -> None:
         self.device = device
@@ -335,6 +336,8 @@ class Capture(_DeviceStream):
     in ``overruns`` and ``dropped``).
     """
 
+    kind: Kind = "input"
+
     def __init__(self, device: DeviceInfo, samplerate: int, blocksize: int | None, latency: str,
                  clock: CycleClock, channels: int = 1, queue_blocks: int = 32) -> None:
         sd = portaudio()
@@ -348,7 +351,7 @@ class Capture(_DeviceStream):
                                          channels=channels, dtype="float32", latency=latency,
                                          callback=self._callback)
         except (sd.PortAudioError, ValueError) as exc:
-            raise _open_error("input", device, exc) from None
+            raise _open_error(self.kind, device, exc) from None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         self.xruns.note(self.clock.enter(), status, frames)
@@ -559,6 +562,8 @@ class Playback(_DeviceStream):
     """An output device fed by a :class:`JitterBuffer` of ``channels`` channels; the device gets up to two
     (a mono stream is played on both sides of a stereo device)."""
 
+    kind: Kind = "output"
+
     def __init__(self, device: DeviceInfo, samplerate: int, latency: str, clock: CycleClock,
                  buffer: JitterBuffer) -> None:
         sd = portaudio()
@@ -570,7 +575,7 @@ class Playback(_DeviceStream):
                                           blocksize=buffer.blocksize or 0, channels=self.device_channels,
                                           dtype="float32", latency=latency, callback=self._callback)
         except (sd.PortAudioError, ValueError) as exc:
-            raise _open_error("output", device, exc) from None
+            raise _open_error(self.kind, device, exc) from None
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         self.xruns.note(self.clock.enter(), status, frames)

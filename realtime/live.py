@@ -637,7 +637,7 @@ def _run(session: LiveSession, wall_limit: float | None, stall_timeout: float = 
                 break
             silent = _silent_devices(devices, watched_from, stall_timeout)
             if silent:
-                names = " and ".join(f"the {_kind(dev)} device {dev.device.name!r}" for dev in silent)
+                names = " and ".join(f"the {dev.kind} device {dev.device.name!r}" for dev in silent)
                 failure = DeviceStalled(
                     f"No audio from {names} for {stall_timeout:g} s: the device or the sound server (JACK, "
                     "PipeWire, PulseAudio) stopped running.",
@@ -654,14 +654,12 @@ def _run(session: LiveSession, wall_limit: float | None, stall_timeout: float = 
             session.playback.buffer.draining = True
         if session.capture is not None and not isinstance(failure, DeviceStalled):
             _control(session.capture.stream.stop, "stop", session.capture, stall_timeout)
-        stop.set()
-        worker.join()
     except DeviceStalled as exc:  # a start or stop that did not return
         failure = exc
     finally:
-        stop.set()
-        if worker.is_alive():  # the worker ends once stop is set (a sink's drain is bounded): it finishes
-            worker.join()      # the output file whatever stopped the run
+        stop.set()  # the worker then takes the input's backlog, flushes and finishes the sink (a drain is
+        if worker.is_alive():  # bounded), whatever stopped the run
+            worker.join()
         if not isinstance(failure, DeviceStalled):
             try:
                 for dev in devices:
@@ -678,10 +676,6 @@ def _run(session: LiveSession, wall_limit: float | None, stall_timeout: float = 
         raise session.error
     if failure is not None:
         raise failure
-
-
-def _kind(dev: Capture | Playback) -> str:
-    return "input" if isinstance(dev, Capture) else "output"
 
 
 def _silent_devices(devices: list[Capture | Playback], since: float,
@@ -709,7 +703,7 @@ def _control(fn: Any, what: str, dev: Capture | Playback, timeout: float,
     error is a :class:`DenoiseError`, except on closing a stream whose start failed (``failed_start_ok``)."""
     sd = portaudio()
     try:
-        bounded_call(fn, timeout, f"{what} the {_kind(dev)} stream of {dev.device.name!r}")
+        bounded_call(fn, timeout, f"{what} the {dev.kind} stream of {dev.device.name!r}")
     except sd.PortAudioError as exc:
         if failed_start_ok:
             return
